@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what signet needs to build and test on a fresh Debian 12 machine: sequoia's
+# build dependencies (OpenSSL backend), the real verifiers the tests run, and the fixture
+# builders. Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+packages=(
+  # build: sequoia-openpgp (crypto-openssl) needs libssl and libclang (bindgen)
+  build-essential pkg-config libssl-dev libclang-dev
+  # verifiers the tests and demo run
+  rpm gnupg sqv debsigs debsig-verify apt-utils
+  # fixture builders and helpers
+  dpkg-dev createrepo-c cpio xz-utils zstd gzip binutils python3-venv curl procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi

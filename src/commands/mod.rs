@@ -1,0 +1,24 @@
+//! What each `signet` subcommand does.
+
+mod keys;
+mod sign;
+mod verify;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, VaultArgs};
+use crate::vault::Vault;
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Keys(cmd) => keys::run(cmd),
+        Command::Sign(args) => sign::run(args),
+        Command::Verify(args) => verify::run(args),
+    }
+}
+
+/// Opens the vault the arguments name.
+pub(crate) fn open_vault(args: &VaultArgs) -> anyhow::Result<Vault> {
+    Ok(Vault::open(&args.vault, args.passphrase_file.as_deref())?)
+}

@@ -1,0 +1,33 @@
+//! Detached signatures: the file copied unchanged plus `NAME.asc`, an armored binary-document
+//! signature over it (also how RPM repositories sign `repomd.xml` → `repomd.xml.asc`).
+
+use std::io::{self, Read, Write};
+use std::time::SystemTime;
+
+use super::SignError;
+use crate::key::{self, SigningKey};
+
+/// Copies `input` to `copy` while hashing it, then writes the armored signature to `asc`.
+pub fn sign(
+    input: &mut dyn Read,
+    copy: &mut dyn Write,
+    asc: &mut dyn Write,
+    key: &mut SigningKey,
+    time: SystemTime,
+) -> Result<(), SignError> {
+    let mut hash = SigningKey::hasher()?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        hash.update(&buf[..n]);
+        copy.write_all(&buf[..n])?;
+    }
+    let sig = key.sign_hash(hash, time)?;
+    asc.write_all(&key::armor_signature(&sig)?)?;
+    Ok(())
+}

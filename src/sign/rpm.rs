@@ -1,0 +1,347 @@
+//! RPM header signatures, added the way `rpmsign --addsign` does: an OpenPGP v4 signature
+//! over the main header goes into the signature header (RSA tag 268, EdDSA tag 267); the
+//! header and payload bytes and their digests are kept as they are.
+//!
+//! Only the lead and the two headers are held in memory; the payload is streamed through,
+//! its digest checked on the way, so a 1 GiB package costs the memory of its header.
+
+use std::io::{self, Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::SystemTime;
+
+use rpm::{Header, HeaderEntry, IndexData, IndexSignatureTag, PackageMetadata};
+use sha2::{Digest, Sha256};
+
+use super::SignError;
+use crate::check::{self, Checker};
+use crate::key::{self, SigningKey};
+
+const LEAD_SIZE: usize = 96;
+const LEAD_MAGIC: [u8; 4] = [0xed, 0xab, 0xee, 0xdb];
+const HEADER_MAGIC: [u8; 8] = [0x8e, 0xad, 0xe8, 0x01, 0, 0, 0, 0];
+// rpm's own sanity limits (HEADER_TAGS_MAX, HEADER_DATA_MAX): a hostile header cannot make
+// us allocate more than this.
+const MAX_TAGS: u32 = 0xffff;
+const MAX_DATA: u32 = 0x0fff_ffff;
+
+const SIGTAG_DSA: u32 = 267;
+const SIGTAG_RSA: u32 = 268;
+const SIGTAG_SHA256: u32 = 273;
+const SIGTAG_PGP: u32 = 1002;
+const SIGTAG_GPG: u32 = 1005;
+const SIGTAG_RESERVEDSPACE: u32 = 1008;
+const SIGTAG_OPENPGP: u32 = 278;
+const SIGTAG_SIZE: u32 = 1000;
+const SIGTAG_LONGSIZE: u32 = 270;
+const TAG_PAYLOADDIGEST: u32 = 5092;
+const TAG_PAYLOADDIGESTALGO: u32 = 5093;
+const PGPHASHALGO_SHA256: u32 = 8;
+
+/// Tags that hold OpenPGP signatures; all are replaced when signet signs, so the package
+/// verifies with the new key alone (as rpmsign replaces its own).
+const SIG_TAGS: [u32; 5] = [SIGTAG_DSA, SIGTAG_RSA, SIGTAG_PGP, SIGTAG_GPG, SIGTAG_OPENPGP];
+
+/// The raw metadata of an RPM as it was read: byte-exact, so the header we sign is the one
+/// we write.
+pub struct RawRpm {
+    lead: Vec<u8>,
+    /// Length of the signature header with its padding, as read.
+    sig_len: usize,
+    header: Vec<u8>,
+    meta: PackageMetadata,
+}
+
+fn invalid(msg: impl Into<String>) -> SignError {
+    SignError::Invalid(msg.into())
+}
+
+fn read_exact_or(input: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(), SignError> {
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => invalid(format!("truncated RPM: file ends inside the {what}")),
+        _ => SignError::Io(e),
+    })
+}
+
+/// Reads one header structure (intro, index, store) with bounds checks.
+fn read_header(input: &mut dyn Read, what: &str) -> Result<Vec<u8>, SignError> {
+    let mut intro = [0u8; 16];
+    read_exact_or(input, &mut intro, what)?;
+    if intro[..8] != HEADER_MAGIC {
+        return Err(invalid(format!("not an RPM: bad {what} magic")));
+    }
+    let il = u32::from_be_bytes([intro[8], intro[9], intro[10], intro[11]]);
+    let dl = u32::from_be_bytes([intro[12], intro[13], intro[14], intro[15]]);
+    if il == 0 || il > MAX_TAGS || dl > MAX_DATA {
+        return Err(invalid(format!("corrupt RPM: {what} claims {il} tags and {dl} data bytes")));
+    }
+    let len = 16 + il as usize * 16 + dl as usize;
+    let mut buf = vec![0u8; len];
+    buf[..16].copy_from_slice(&intro);
+    read_exact_or(input, &mut buf[16..], what)?;
+    Ok(buf)
+}
+
+impl RawRpm {
+    /// Reads lead, signature header and main header, leaving `input` at the payload.
+    pub fn read(input: &mut dyn Read) -> Result<Self, SignError> {
+        let mut lead = vec![0u8; LEAD_SIZE];
+        read_exact_or(input, &mut lead, "lead")?;
+        if lead[..4] != LEAD_MAGIC {
+            return Err(invalid("not an RPM: bad lead magic"));
+        }
+        let sig = read_header(input, "signature header")?;
+        let pad = (8 - sig.len() % 8) % 8;
+        let mut padding = vec![0u8; pad];
+        read_exact_or(input, &mut padding, "signature header")?;
+        let header = read_header(input, "header")?;
+
+        let mut all = Vec::with_capacity(lead.len() + sig.len() + pad + header.len());
+        all.extend_from_slice(&lead);
+        all.extend_from_slice(&sig);
+        all.extend_from_slice(&padding);
+        all.extend_from_slice(&header);
+        // The rpm crate indexes its store with offsets from the file; a hostile file must
+        // not be able to take the worker down, so a panic in the parser is an invalid input.
+        let parsed = catch_unwind(AssertUnwindSafe(|| PackageMetadata::parse(&mut io::Cursor::new(&all))));
+        let meta = match parsed {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return Err(invalid(format!("corrupt RPM header: {e}"))),
+            Err(_) => return Err(invalid("corrupt RPM header: parser rejected it")),
+        };
+        Ok(RawRpm { lead, sig_len: sig.len() + pad, header, meta })
+    }
+
+    /// `name-version-release.arch`, for messages and the manifest.
+    pub fn nevra(&self) -> String {
+        self.meta.get_nevra().map(|n| n.nvra().to_string()).unwrap_or_else(|_| "unknown".into())
+    }
+
+    fn sig_entries(&self) -> Result<Vec<(u32, IndexData)>, SignError> {
+        self.meta.signature.get_all_entries().map_err(|e| invalid(format!("corrupt RPM signature header: {e}")))
+    }
+
+    /// The header digest must match, or the package was damaged before it reached us.
+    fn check_header_digest(&self) -> Result<(), SignError> {
+        if let Ok(IndexData::StringTag(want)) = self.meta.signature.entry(SIGTAG_SHA256) {
+            let got = hex::encode(Sha256::digest(&self.header));
+            if !want.eq_ignore_ascii_case(&got) {
+                return Err(invalid("corrupt RPM: header SHA-256 digest mismatch"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The existing OpenPGP signatures as raw packets.
+    fn signatures(&self) -> Result<Vec<Vec<u8>>, SignError> {
+        let mut out = Vec::new();
+        for (tag, data) in self.sig_entries()? {
+            match (tag, data) {
+                (SIGTAG_OPENPGP, IndexData::StringArray(v)) => {
+                    for s in v {
+                        out.push(base64_decode(&s).ok_or_else(|| invalid("corrupt RPM: bad OpenPGP signature tag"))?);
+                    }
+                }
+                (t, IndexData::Bin(b)) if SIG_TAGS.contains(&t) => out.push(b),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Expected payload digest (SHA-256 hex) and header+payload size, when the package has them.
+    fn payload_expectations(&self) -> (Option<String>, Option<u64>) {
+        let algo = match self.meta.header.entry(TAG_PAYLOADDIGESTALGO) {
+            Ok(IndexData::Int32(v)) => v.first().copied(),
+            _ => None,
+        };
+        let digest = match (algo, self.meta.header.entry(TAG_PAYLOADDIGEST)) {
+            (Some(PGPHASHALGO_SHA256), Ok(IndexData::StringArray(v))) => v.into_iter().next(),
+            _ => None,
+        };
+        let size = match self.meta.signature.entry(SIGTAG_LONGSIZE) {
+            Ok(IndexData::Int64(v)) => v.first().copied(),
+            _ => match self.meta.signature.entry(SIGTAG_SIZE) {
+                Ok(IndexData::Int32(v)) => v.first().map(|s| *s as u64),
+                _ => None,
+            },
+        };
+        (digest, size)
+    }
+
+    /// Streams the payload from `input` to `out`, checking its digest and length.
+    fn copy_payload(&self, input: &mut dyn Read, out: &mut dyn Write) -> Result<u64, SignError> {
+        let (digest, size) = self.payload_expectations();
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n: u64 = 0;
+        loop {
+            let k = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SignError::Io(e)),
+            };
+            hasher.update(&buf[..k]);
+            out.write_all(&buf[..k])?;
+            n += k as u64;
+        }
+        if let Some(want) = digest
+            && !want.eq_ignore_ascii_case(&hex::encode(hasher.finalize()))
+        {
+            return Err(invalid("corrupt or truncated RPM: payload digest mismatch"));
+        }
+        if let Some(want) = size
+            && want != self.header.len() as u64 + n
+        {
+            return Err(invalid(format!(
+                "corrupt or truncated RPM: header+payload is {} bytes, the signature header says {want}",
+                self.header.len() as u64 + n
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// What signing an RPM did.
+#[derive(Debug, Clone)]
+pub struct RpmSigned {
+    /// `name-version-release.arch`.
+    pub nevra: String,
+    /// Issuers (fingerprints or key ids) of the signatures that were replaced.
+    pub replaced: Vec<String>,
+}
+
+/// Adds a header signature to the RPM read from `input`, writing the signed package to `out`.
+pub fn sign(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    key: &mut SigningKey,
+    time: SystemTime,
+) -> Result<RpmSigned, SignError> {
+    let raw = RawRpm::read(input)?;
+    raw.check_header_digest()?;
+    let mut replaced = Vec::new();
+    for bytes in raw.signatures()? {
+        match check::parse_signature(&bytes) {
+            Ok(sig) => replaced.extend(key::issuers(&sig)),
+            Err(_) => replaced.push("unparseable".into()),
+        }
+    }
+    replaced.sort();
+    replaced.dedup();
+
+    let mut hash = SigningKey::hasher()?;
+    hash.update(&raw.header);
+    let sig = key.sign_hash(hash, time)?;
+    let tag = match sig.pk_algo() {
+        sequoia_openpgp::types::PublicKeyAlgorithm::EdDSA => SIGTAG_DSA,
+        _ => SIGTAG_RSA,
+    };
+    let sig_bytes = key::binary_signature(&sig)?;
+
+    let lead_and_sig = rebuild(&raw, tag, sig_bytes)?;
+    out.write_all(&lead_and_sig)?;
+    out.write_all(&raw.header)?;
+    raw.copy_payload(input, out)?;
+    Ok(RpmSigned { nevra: raw.nevra(), replaced })
+}
+
+/// Serializes lead + a signature header with our signature in place of any old ones. Keeps
+/// the signature header's size when the package has reserved space, as rpmsign does.
+fn rebuild(raw: &RawRpm, tag: u32, sig: Vec<u8>) -> Result<Vec<u8>, SignError> {
+    let base: Vec<(u32, IndexData)> =
+        raw.sig_entries()?.into_iter().filter(|(t, _)| !SIG_TAGS.contains(t) && *t != rpm::HEADER_SIGNATURES).collect();
+    let reserved = base.iter().find_map(|(t, d)| match (t, d) {
+        (&SIGTAG_RESERVEDSPACE, IndexData::Bin(b)) => Some(b.len()),
+        _ => None,
+    });
+    let has_sha256 = base.iter().any(|(t, _)| *t == SIGTAG_SHA256);
+    let mut extra = vec![(tag, IndexData::Bin(sig))];
+    if !has_sha256 {
+        extra.push((SIGTAG_SHA256, IndexData::StringTag(hex::encode(Sha256::digest(&raw.header)))));
+    }
+    let mut out = serialize(raw, &base, &extra, reserved)?;
+    let target = LEAD_SIZE + raw.sig_len;
+    if let Some(res) = reserved
+        && out.len() > target
+        && out.len() - target <= res
+    {
+        let same_size = serialize(raw, &base, &extra, Some(res - (out.len() - target)))?;
+        if same_size.len() == target {
+            out = same_size;
+        }
+    }
+    Ok(out)
+}
+
+impl RawRpm {
+    fn header_len_reserialized(&self) -> Result<usize, SignError> {
+        self.meta.header_bytes().map(|b| b.len()).map_err(|e| invalid(format!("cannot re-serialize RPM header: {e}")))
+    }
+}
+
+fn serialize(
+    raw: &RawRpm,
+    base: &[(u32, IndexData)],
+    extra: &[(u32, IndexData)],
+    reserved: Option<usize>,
+) -> Result<Vec<u8>, SignError> {
+    let entries = base
+        .iter()
+        .map(|(t, d)| match (*t, reserved) {
+            (SIGTAG_RESERVEDSPACE, Some(n)) => HeaderEntry::new(*t, IndexData::Bin(vec![0; n])),
+            _ => HeaderEntry::new(*t, d.clone()),
+        })
+        .chain(extra.iter().map(|(t, d)| HeaderEntry::new(*t, d.clone())));
+    let signature = Header::<IndexSignatureTag>::from_entries(entries, IndexSignatureTag::HEADER_SIGNATURES);
+    let meta = PackageMetadata { lead: raw.meta.lead.clone(), signature, header: raw.meta.header.clone() };
+    let mut buf = Vec::new();
+    meta.write(&mut buf).map_err(|e| invalid(format!("cannot write RPM signature header: {e}")))?;
+    let header_len = raw.header_len_reserialized()?;
+    buf.truncate(buf.len() - header_len);
+    // Keep the lead byte-exact.
+    buf[..LEAD_SIZE].copy_from_slice(&raw.lead);
+    Ok(buf)
+}
+
+/// What checking a signed RPM found.
+#[derive(Debug, Clone)]
+pub struct RpmChecked {
+    pub nevra: String,
+    pub signer: String,
+}
+
+/// Checks an RPM's header signature(s) against `checker`, its header digest and, when
+/// `payload` is set, its payload digest and size.
+pub fn verify(input: &mut dyn Read, checker: &Checker, payload: bool) -> Result<RpmChecked, SignError> {
+    let raw = RawRpm::read(input)?;
+    raw.check_header_digest()?;
+    let sigs = raw.signatures()?;
+    if sigs.is_empty() {
+        return Err(SignError::BadSignature("RPM is not signed".into()));
+    }
+    let mut signer = None;
+    let mut errors = Vec::new();
+    for bytes in sigs {
+        let sig = check::parse_signature(&bytes).map_err(|e| SignError::BadSignature(e.to_string()))?;
+        let mut hash = check::hasher_for(&sig).map_err(|e| SignError::BadSignature(e.to_string()))?;
+        hash.update(&raw.header);
+        match checker.packet(&sig, &hash) {
+            Ok(fpr) => signer = Some(fpr),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    // Like rpm, every signature present must verify.
+    if !errors.is_empty() {
+        return Err(SignError::BadSignature(errors.join("; ")));
+    }
+    if payload {
+        raw.copy_payload(input, &mut io::sink())?;
+    }
+    Ok(RpmChecked { nevra: raw.nevra(), signer: signer.unwrap_or_default() })
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
