@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what it needs, builds, and
+# runs every test (unit, integration against the real verifiers). CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup-debian.sh
+cargo build --release --locked --all-targets
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --release --locked --no-fail-fast
+else
+  cargo test --release --locked --no-fail-fast
+fi

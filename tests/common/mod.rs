@@ -1,0 +1,124 @@
+//! Shared test support: run the real `signet` binary with a throwaway vault, build fixtures
+//! with the real packaging tools, and check outputs with the real verifiers
+//! (`tests/support/verifiers.sh`: rpmkeys, debsig-verify, gpg, sqv, apt-get, sha256sum).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn signet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_signet"))
+}
+
+/// Runs a command and returns its output, panicking only if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+pub fn text(o: &Output) -> String {
+    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(cmd: &mut Command) -> String {
+    let o = run(cmd);
+    assert!(o.status.success(), "{cmd:?} failed:\n{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts failure and returns stdout+stderr.
+#[track_caller]
+pub fn fails(cmd: &mut Command) -> String {
+    let o = run(cmd);
+    assert!(!o.status.success(), "{cmd:?} unexpectedly succeeded:\n{}", text(&o));
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A scratch directory with a vault and its passphrase file.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+pub const PASSPHRASE: &str = "correct horse battery staple 4711";
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("signet-test-").tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("passphrase"), format!("{PASSPHRASE}\n")).expect("write passphrase");
+        Env { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `signet` with SIGNET_VAULT and SIGNET_VAULT_PASSPHRASE_FILE pointing into this env.
+    pub fn signet(&self) -> Command {
+        let mut c = Command::new(signet_bin());
+        c.env("SIGNET_VAULT", format!("dir:{}", self.path("vault").display()))
+            .env("SIGNET_VAULT_PASSPHRASE_FILE", self.path("passphrase"))
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// Generates a key and writes its exported public key to `NAME.asc`; returns that path.
+    pub fn generate(&self, name: &str, algo: &str) -> PathBuf {
+        ok(self.signet().args(["keys", "generate", name, "--algo", algo, "--uid", &format!("{name} <{name}@example.org>")]));
+        self.export(name)
+    }
+
+    pub fn export(&self, name: &str) -> PathBuf {
+        let armored = ok(self.signet().args(["keys", "export", name]));
+        let p = self.path(&format!("{name}.asc"));
+        std::fs::write(&p, armored).expect("write cert");
+        p
+    }
+
+    /// Builds the standard fixtures (RPMs, DEBs, tarball, APT and RPM repositories).
+    pub fn fixtures(&self) -> PathBuf {
+        let out = self.path("fixtures");
+        ok(Command::new("bash").arg(repo().join("tests/support/fixtures.sh")).arg("all").arg(&out));
+        out
+    }
+}
+
+/// Runs one function of `tests/support/verifiers.sh`.
+pub fn verifier(func: &str, args: &[&Path]) -> Output {
+    run(Command::new("bash").arg(repo().join("tests/support/verifiers.sh")).arg(func).args(args))
+}
+
+#[track_caller]
+pub fn accepts(func: &str, args: &[&Path]) {
+    let o = verifier(func, args);
+    assert!(o.status.success(), "{func} {args:?} rejected a good signature:\n{}", text(&o));
+}
+
+#[track_caller]
+pub fn rejects(func: &str, args: &[&Path]) {
+    let o = verifier(func, args);
+    assert!(!o.status.success(), "{func} {args:?} accepted a bad signature:\n{}", text(&o));
+}
+
+/// Copies `src` to `dst` with the byte at `offset` (negative: from the end) flipped.
+pub fn tampered(src: &Path, dst: &Path, offset: i64) -> PathBuf {
+    let mut b = std::fs::read(src).expect("read");
+    let i = if offset < 0 { (b.len() as i64 + offset) as usize } else { offset as usize };
+    b[i] ^= 0x01;
+    std::fs::write(dst, b).expect("write");
+    dst.to_owned()
+}
+
+/// Files (not hidden) in a directory.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
