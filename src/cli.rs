@@ -36,6 +36,88 @@ pub enum Command {
     Sign(SignArgs),
     /// Check signatures signet produced.
     Verify(VerifyArgs),
+    /// Run a worker: consume sign jobs from RabbitMQ, sign artifacts from S3.
+    Worker(WorkerArgs),
+    /// Publish a sign job (for CI producers), optionally waiting for its completion event.
+    Submit(SubmitArgs),
+    /// Print completion events as JSON lines.
+    Events(EventsArgs),
+}
+
+/// Broker settings. The URL (it holds a password) comes from SIGNET_AMQP_URL or the file
+/// named by SIGNET_AMQP_URL_FILE, never from an argument.
+#[derive(Debug, Args, Clone)]
+pub struct BrokerArgs {
+    /// Prefix of every queue and exchange name (`NS.jobs`, `NS.jobs.dead`, `NS.events`).
+    #[arg(long, env = "SIGNET_NAMESPACE", default_value = "signet")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    /// S3-compatible endpoint (unset: AWS).
+    #[arg(long, env = "SIGNET_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Jobs processed at once (the consumer prefetch).
+    #[arg(long, env = "SIGNET_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: u16,
+    /// Deliveries after which a job that keeps failing transiently is failed and dead-lettered.
+    #[arg(long, env = "SIGNET_MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: i64,
+    /// Seconds in-flight jobs may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SIGNET_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+    /// Where artifacts are staged while being signed (default: the system temp dir).
+    #[arg(long, env = "SIGNET_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Key name to sign with.
+    #[arg(long)]
+    pub key: KeyName,
+    #[arg(long)]
+    pub output_bucket: String,
+    /// Output prefix: empty or ending with '/'.
+    #[arg(long, default_value = "")]
+    pub output_prefix: String,
+    /// Job id (the idempotency key; default: a random UUID).
+    #[arg(long)]
+    pub job_id: Option<String>,
+    /// Format of every artifact.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Expected SHA-256 of each artifact, in the order given (optional).
+    #[arg(long)]
+    pub sha256: Vec<String>,
+    /// Wait for the completion event, print it, and exit 0 on success, 1 on failure, 2 on timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds to wait with --wait.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Artifacts as s3://bucket/key.
+    #[arg(required = true)]
+    pub artifacts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Keep printing new events (otherwise stop once the recent history is printed).
+    #[arg(long)]
+    pub follow: bool,
+    /// Only events of this job.
+    #[arg(long)]
+    pub job_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

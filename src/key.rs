@@ -130,6 +130,7 @@ pub fn parse_secret(bytes: &[u8], passphrase: Option<&[u8]>) -> Result<Cert, Key
 
 /// An unsealed signing key. Its secret material lives only in memory (sequoia keeps it in
 /// `Protected` buffers that are encrypted at rest in memory and zeroized on drop).
+#[derive(Clone)]
 pub struct SigningKey {
     cert: Cert,
     signer: KeyPair,

@@ -6,13 +6,22 @@
 //! - [`vault`]: keys sealed at rest (envelope encryption), unsealed only in memory.
 //! - [`sign`]: the signing core (RPM, DEB, detached, APT Release, SHA256SUMS, manifest):
 //!   synchronous, readers in and writers out, time injected, no network I/O.
+//! - [`job`] and [`event`]: the message contract (sign jobs in, CloudEvents out).
+//! - [`queue`]: RabbitMQ topology, recovering connections, confirmed publishing.
+//! - [`store`]: object storage (S3) behind the [`store::ObjectStore`] trait.
+//! - [`worker`]: consume → validate → fetch → sign → write → publish → ack.
 //! - [`cli`] and [`commands`]: the `signet` command line.
 //! - [`logging`]: tracing setup.
 
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod event;
+pub mod job;
 pub mod key;
 pub mod logging;
+pub mod queue;
 pub mod sign;
+pub mod store;
 pub mod vault;
+pub mod worker;

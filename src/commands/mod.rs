@@ -1,8 +1,11 @@
 //! What each `signet` subcommand does.
 
+mod events;
 mod keys;
 mod sign;
+mod submit;
 mod verify;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -15,6 +18,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Worker(args) => worker::run(args),
+        Command::Submit(args) => submit::run(args),
+        Command::Events(args) => events::run(args),
     }
 }
 

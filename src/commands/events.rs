@@ -1,0 +1,52 @@
+//! `signet events`: completion events as JSON lines, from the `NS.events.log` stream
+//! (7 days of history); `--follow` keeps printing new ones.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable};
+
+use crate::cli::EventsArgs;
+use crate::queue::{self, Topology};
+
+/// Without --follow, stop after this long without a new event (the history is read).
+const IDLE: Duration = Duration::from_secs(2);
+
+pub(super) fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let url = queue::amqp_url_from_env().map_err(anyhow::Error::msg)?;
+    let topology = Topology::new(&args.broker.namespace);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let conn = queue::connect(&url, "signet-events").await?;
+        let ch = conn.create_channel().await?;
+        topology.declare(&ch).await?;
+        ch.basic_qos(100, BasicQosOptions::default()).await?;
+        let mut consume_args = FieldTable::default();
+        consume_args.insert("x-stream-offset".into(), AMQPValue::LongString("first".into()));
+        let mut consumer = ch
+            .basic_consume(topology.events_log.as_str().into(), "signet-events".into(), BasicConsumeOptions::default(), consume_args)
+            .await?;
+        loop {
+            let next = if args.follow {
+                consumer.next().await
+            } else {
+                match tokio::time::timeout(IDLE, consumer.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                }
+            };
+            let Some(d) = next else { break };
+            let d = d?;
+            d.ack(BasicAckOptions::default()).await?;
+            if let Some(want) = &args.job_id
+                && d.properties.correlation_id().as_ref().map(|c| c.as_str()) != Some(want.as_str())
+            {
+                continue;
+            }
+            println!("{}", String::from_utf8_lossy(&d.data));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,47 @@
+//! `signet worker`: run the worker until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::open_vault;
+use crate::cli::WorkerArgs;
+use crate::queue::{self, Topology};
+use crate::store::s3::S3Store;
+use crate::worker::{Worker, WorkerConfig};
+
+pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let vault = open_vault(&args.vault)?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into());
+    let cfg = WorkerConfig {
+        amqp_url: queue::amqp_url_from_env().map_err(anyhow::Error::msg)?,
+        topology: Topology::new(&args.broker.namespace),
+        concurrency: args.concurrency.max(1),
+        max_deliveries: args.max_deliveries.max(1),
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        work_dir: args.work_dir.unwrap_or_else(|| std::env::temp_dir().join("signet-work")),
+        source: format!("signet/worker/{host}/{}", std::process::id()),
+        retry: WorkerConfig::default_retry(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let store = S3Store::from_env(args.s3_endpoint.as_deref()).await;
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = int.recv() => info!("SIGINT received"),
+            }
+            signals.cancel();
+        });
+        Worker::new(cfg, store, vault).run(shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

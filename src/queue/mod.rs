@@ -1,0 +1,181 @@
+//! RabbitMQ: topology, connections with automatic recovery, and a confirmed publisher.
+//!
+//! Names derive from a namespace (default `signet`): jobs queue `NS.jobs` (quorum, durable,
+//! dead-lettering to `NS.jobs.dead` through the direct exchange `NS.dlx`), and the topic
+//! exchange `NS.events` for completion events.
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::event::{self, Event};
+
+/// Broker errors; all are transient from a job's point of view.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    #[error("broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("broker refused message: {0}")]
+    Nacked(String),
+}
+
+/// The broker-side names of one signet deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub jobs: String,
+    pub dead: String,
+    pub dlx: String,
+    pub events: String,
+    /// Stream queue that keeps recent events (7 days) for `signet events`.
+    pub events_log: String,
+    /// Broker-side backstop: a message delivered more often than this is dead-lettered
+    /// even if no worker survives long enough to fail it.
+    pub delivery_limit: i64,
+}
+
+impl Topology {
+    /// Names under `namespace`.
+    pub fn new(namespace: &str) -> Self {
+        Topology {
+            jobs: format!("{namespace}.jobs"),
+            dead: format!("{namespace}.jobs.dead"),
+            dlx: format!("{namespace}.dlx"),
+            events: format!("{namespace}.events"),
+            events_log: format!("{namespace}.events.log"),
+            delivery_limit: 20,
+        }
+    }
+
+    /// Declares everything (idempotent; every worker and producer may call it).
+    pub async fn declare(&self, ch: &Channel) -> Result<(), QueueError> {
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare(self.dlx.as_str().into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
+        ch.exchange_declare(self.events.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
+
+        let mut quorum = FieldTable::default();
+        quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        let q = QueueDeclareOptions { durable: true, ..Default::default() };
+        ch.queue_declare(self.dead.as_str().into(), q, quorum.clone()).await?;
+        ch.queue_bind(
+            self.dead.as_str().into(),
+            self.dlx.as_str().into(),
+            self.dead.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+        let mut args = quorum;
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dlx.as_str().into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(self.dead.as_str().into()));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(self.delivery_limit));
+        ch.queue_declare(self.jobs.as_str().into(), q, args).await?;
+
+        let mut stream = FieldTable::default();
+        stream.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+        stream.insert("x-max-age".into(), AMQPValue::LongString("7D".into()));
+        ch.queue_declare(self.events_log.as_str().into(), q, stream).await?;
+        ch.queue_bind(
+            self.events_log.as_str().into(),
+            self.events.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The broker URL from SIGNET_AMQP_URL or the file named by SIGNET_AMQP_URL_FILE (it holds
+/// a password, so it is never an argument); default: the local guest account.
+pub fn amqp_url_from_env() -> Result<String, String> {
+    if let Ok(path) = std::env::var("SIGNET_AMQP_URL_FILE") {
+        return std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("cannot read SIGNET_AMQP_URL_FILE {path}: {e}"));
+    }
+    Ok(std::env::var("SIGNET_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()))
+}
+
+/// The user name in an AMQP URL (what RabbitMQ checks `user_id` against).
+pub fn amqp_user(url: &str) -> Option<String> {
+    url.parse::<lapin::uri::AMQPUri>().ok().map(|u| u.authority.userinfo.username)
+}
+
+/// Connects with automatic recovery (reconnect and replay topology after failures).
+pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into()).enable_auto_recover();
+    Ok(Connection::connect(url, props).await?)
+}
+
+/// A channel in confirm mode: every publish waits for the broker's ack.
+#[derive(Clone)]
+pub struct Publisher {
+    ch: Channel,
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel.
+    pub async fn open(conn: &Connection) -> Result<Self, QueueError> {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher { ch })
+    }
+
+    /// Publishes and waits for the confirm; a nack or a return is an error.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), QueueError> {
+        let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let confirm = self.ch.basic_publish(exchange.into(), routing_key.into(), opts, body, props).await?.await?;
+        if !confirm.is_ack() {
+            return Err(QueueError::Nacked(format!("publish to {exchange:?}/{routing_key} was nacked")));
+        }
+        if let Some(ret) = confirm.take_message() {
+            // Unroutable mandatory messages are acked and returned; for events that means no
+            // consumer bound yet, which is not an error (the event is on record in the logs).
+            if exchange.is_empty() {
+                return Err(QueueError::Nacked(format!(
+                    "message to queue {routing_key} was returned: {}",
+                    ret.reply_text
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes a completion event, persistent, confirmed.
+    pub async fn publish_event(&self, topology: &Topology, ev: &Event) -> Result<(), QueueError> {
+        let body = serde_json::to_vec(ev).map_err(|e| QueueError::Nacked(e.to_string()))?;
+        let props = BasicProperties::default()
+            .with_content_type(event::CONTENT_TYPE.into())
+            .with_delivery_mode(2)
+            .with_correlation_id(ShortString::from(ev.data.job_id.as_str()))
+            .with_message_id(ShortString::from(ev.id.as_str()))
+            .with_type(ShortString::from(ev.kind.as_str()));
+        self.publish(&topology.events, ev.routing_key(), &body, props).await
+    }
+}
+
+/// Reads an integer header (RabbitMQ uses several integer types for x-delivery-count).
+pub fn int_header(props: &BasicProperties, name: &str) -> Option<i64> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongLongInt(v) => Some(*v),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
+        _ => None,
+    }
+}

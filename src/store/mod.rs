@@ -1,0 +1,68 @@
+//! Object storage: the [`ObjectStore`] trait and its S3 backend ([`s3::S3Store`]).
+
+pub mod s3;
+
+use std::path::Path;
+
+/// Object store errors, split by what the worker should do about them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The object or bucket does not exist: permanent.
+    #[error("s3://{bucket}/{key} does not exist")]
+    NotFound { bucket: String, key: String },
+    /// Access denied or another client error: permanent.
+    #[error("s3://{bucket}/{key}: {message}")]
+    Rejected { bucket: String, key: String, message: String },
+    /// A conditional write found the object already there.
+    #[error("s3://{bucket}/{key} already exists")]
+    Exists { bucket: String, key: String },
+    /// Unreachable, timed out, 5xx, throttled: worth retrying.
+    #[error("object store unavailable for s3://{bucket}/{key}: {message}")]
+    Transient { bucket: String, key: String, message: String },
+    /// Local file trouble while streaming.
+    #[error("local I/O for s3://{bucket}/{key}: {source}")]
+    Local { bucket: String, key: String, source: std::io::Error },
+}
+
+impl StoreError {
+    /// Whether retrying may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient { .. })
+    }
+}
+
+/// What was downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// An S3-like object store. Objects are streamed to and from local files.
+#[allow(async_fn_in_trait)]
+pub trait ObjectStore: Send + Sync {
+    /// Streams an object into `dest`, hashing it on the way.
+    fn get_to_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        dest: &Path,
+    ) -> impl std::future::Future<Output = Result<Fetched, StoreError>> + Send;
+    /// Reads a small object fully; `None` if it does not exist.
+    fn get_small(
+        &self,
+        bucket: &str,
+        key: &str,
+        limit: u64,
+    ) -> impl std::future::Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// Uploads a local file. With `if_absent`, fails with [`StoreError::Exists`] if the key exists.
+    fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        src: &Path,
+        content_type: &str,
+        if_absent: bool,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,134 @@
+//! The S3 backend (aws-sdk-s3). Works with AWS and S3-compatible servers: path-style
+//! addressing and checksums only when required, when an endpoint is given.
+
+use std::path::Path;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{Fetched, ObjectStore, StoreError};
+
+/// An S3 client.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+}
+
+impl S3Store {
+    /// Builds a client from the standard AWS environment, pointed at `endpoint` if given
+    /// (an S3-compatible server such as moto, MinIO or LocalStack).
+    pub async fn from_env(endpoint: Option<&str>) -> Self {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(ep) = endpoint {
+            b = b.endpoint_url(ep).force_path_style(true);
+        }
+        if shared.region().is_none() {
+            b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
+        }
+        S3Store { client: Client::from_conf(b.build()) }
+    }
+
+    /// The underlying client (tests and tools use it to create buckets).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Sorts an SDK error into permanent and transient.
+fn classify<E>(err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>, bucket: &str, key: &str) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (bucket, key) = (bucket.to_owned(), key.to_owned());
+    match &err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_owned();
+            let message = se.err().message().map(str::to_owned).unwrap_or_else(|| code.clone());
+            match (status, code.as_str()) {
+                (404, _) | (_, "NoSuchKey" | "NoSuchBucket" | "NotFound") => StoreError::NotFound { bucket, key },
+                (412, _) | (_, "PreconditionFailed") => StoreError::Exists { bucket, key },
+                (408 | 429, _) | (500..=599, _) | (_, "SlowDown" | "RequestTimeout" | "InternalError") => {
+                    StoreError::Transient { bucket, key, message: format!("HTTP {status} {message}") }
+                }
+                _ => StoreError::Rejected { bucket, key, message: format!("HTTP {status} {code}: {message}") },
+            }
+        }
+        // Dispatch failures, timeouts, broken responses: the server may be back soon.
+        _ => StoreError::Transient { bucket, key, message: error_chain(&err) },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl ObjectStore for S3Store {
+    async fn get_to_file(&self, bucket: &str, key: &str, dest: &Path) -> Result<Fetched, StoreError> {
+        let out = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key))?;
+        let local = |source| StoreError::Local { bucket: bucket.into(), key: key.into(), source };
+        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut body = out.body;
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        loop {
+            let chunk = body.try_next().await.map_err(|e| StoreError::Transient {
+                bucket: bucket.into(),
+                key: key.into(),
+                message: format!("download interrupted: {}", error_chain(&e)),
+            })?;
+            let Some(chunk) = chunk else { break };
+            hash.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        Ok(Fetched { sha256: hex::encode(hash.finalize()), size })
+    }
+
+    async fn get_small(&self, bucket: &str, key: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                return match classify(e, bucket, key) {
+                    StoreError::NotFound { .. } => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        if out.content_length().is_some_and(|l| l as u64 > limit) {
+            return Err(StoreError::Rejected { bucket: bucket.into(), key: key.into(), message: format!("larger than {limit} bytes") });
+        }
+        let bytes = out.body.collect().await.map_err(|e| StoreError::Transient {
+            bucket: bucket.into(),
+            key: key.into(),
+            message: format!("download interrupted: {}", error_chain(&e)),
+        })?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    async fn put_file(&self, bucket: &str, key: &str, src: &Path, content_type: &str, if_absent: bool) -> Result<(), StoreError> {
+        let body = ByteStream::from_path(src)
+            .await
+            .map_err(|e| StoreError::Local { bucket: bucket.into(), key: key.into(), source: std::io::Error::other(e) })?;
+        let mut req = self.client.put_object().bucket(bucket).key(key).body(body).content_type(content_type);
+        if if_absent {
+            req = req.if_none_match("*");
+        }
+        req.send().await.map(|_| ()).map_err(|e| classify(e, bucket, key))
+    }
+}

@@ -1,0 +1,424 @@
+//! The worker: consume → validate → fetch → sign → write → publish → ack, and shutdown.
+//!
+//! Every job ends in exactly one of three ways, decided in [`Worker::settle`]:
+//! - done: outputs written (manifest last), succeeded event confirmed, then ack;
+//! - permanent failure (bad input): failed event confirmed, then nack without requeue, so
+//!   the broker dead-letters the message to `NS.jobs.dead`; nothing was written;
+//! - transient failure (store, vault or broker trouble, after retries with backoff): nack
+//!   with requeue, until the delivery count reaches the limit, then a failed `internal` event
+//!   and a dead-letter.
+//! A crash at any point leaves the message unacked, so it is redelivered; a redelivered job
+//! whose manifest exists with the same inputs re-publishes its event without signing again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::StreamExt;
+use lapin::BasicProperties;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::event::{ErrorCode, ErrorInfo, Event, EventData, ObjectRef, OutputRef};
+use crate::job::{Job, OutputSpec};
+use crate::key::SigningKey;
+use crate::queue::{self, Publisher, Topology};
+use crate::sign::manifest::Manifest;
+use crate::sign::{self, Artifact, BatchContext, MANIFEST, SignError};
+use crate::store::{ObjectStore, StoreError};
+use crate::vault::{Vault, VaultError};
+
+/// Largest manifest the worker reads back.
+const MANIFEST_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub amqp_url: String,
+    pub topology: Topology,
+    /// Jobs in flight at once (= prefetch).
+    pub concurrency: u16,
+    /// Deliveries after which a transiently failing job is failed and dead-lettered.
+    pub max_deliveries: i64,
+    /// How long in-flight jobs may run after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    /// Where artifacts are staged while they are signed.
+    pub work_dir: PathBuf,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// Retry policy for store operations within one delivery.
+    pub retry: ExponentialBuilder,
+}
+
+impl WorkerConfig {
+    /// The default in-delivery retry policy: about 25 s of exponential backoff with jitter.
+    pub fn default_retry() -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(300))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(8)
+            .with_jitter()
+    }
+}
+
+/// A job's failure, with its disposition.
+#[derive(Debug)]
+enum Failure {
+    /// The input is wrong: fail now, dead-letter.
+    Permanent(ErrorInfo),
+    /// Infrastructure trouble: retry later.
+    Transient(String),
+}
+
+fn permanent(code: ErrorCode, message: impl Into<String>, artifact: Option<String>) -> Failure {
+    Failure::Permanent(ErrorInfo { code, message: message.into(), artifact })
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { ref bucket, ref key } => {
+                permanent(ErrorCode::ArtifactMissing, e.to_string(), Some(format!("s3://{bucket}/{key}")))
+            }
+            StoreError::Rejected { .. } | StoreError::Exists { .. } => permanent(ErrorCode::Internal, e.to_string(), None),
+            StoreError::Transient { .. } | StoreError::Local { .. } => Failure::Transient(e.to_string()),
+        }
+    }
+}
+
+impl From<VaultError> for Failure {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::UnknownKey(_) => permanent(ErrorCode::UnknownKey, e.to_string(), None),
+            // A vault that cannot be read or unsealed is the operator's problem, not the job's:
+            // retry, and dead-letter as internal if it does not recover.
+            other => Failure::Transient(other.to_string()),
+        }
+    }
+}
+
+/// A worker's shared state.
+pub struct Worker<S> {
+    cfg: WorkerConfig,
+    store: S,
+    vault: Arc<Vault>,
+    keys: tokio::sync::Mutex<HashMap<String, Arc<SigningKey>>>,
+}
+
+impl<S: ObjectStore + 'static> Worker<S> {
+    pub fn new(cfg: WorkerConfig, store: S, vault: Vault) -> Arc<Self> {
+        Arc::new(Worker { cfg, store, vault: Arc::new(vault), keys: tokio::sync::Mutex::new(HashMap::new()) })
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains in-flight jobs within the deadline.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.cfg.work_dir)?;
+        let conn = queue::connect(&self.cfg.amqp_url, &self.cfg.source).await?;
+        let ch = conn.create_channel().await?;
+        self.cfg.topology.declare(&ch).await?;
+        ch.basic_qos(self.cfg.concurrency, BasicQosOptions::default()).await?;
+        let publisher = Publisher::open(&conn).await?;
+        let tag = format!("{}-{}", self.cfg.source, uuid::Uuid::new_v4());
+        let mut consumer = ch
+            .basic_consume(self.cfg.topology.jobs.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        info!(queue = %self.cfg.topology.jobs, concurrency = self.cfg.concurrency, "worker consuming");
+
+        let tracker = TaskTracker::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let me = self.clone();
+                        let publisher = publisher.clone();
+                        tracker.spawn(async move { me.handle(delivery, &publisher).await });
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "consumer error; waiting for the connection to recover");
+                        if let Err(e) = ch.wait_for_recovery(e).await {
+                            error!(error = %e, "broker connection lost for good");
+                            return Err(e.into());
+                        }
+                        info!("broker connection recovered");
+                    }
+                    None => {
+                        warn!("consumer cancelled by the broker");
+                        break;
+                    }
+                }
+            }
+        }
+
+        info!(in_flight = tracker.len(), "shutting down: no new jobs; finishing in-flight jobs");
+        let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+        tracker.close();
+        if tokio::time::timeout(self.cfg.shutdown_timeout, tracker.wait()).await.is_err() {
+            warn!(cut_off = tracker.len(), "shutdown deadline passed; unfinished jobs are not acked and will be redelivered");
+        }
+        let _ = conn.close(200, "worker shutdown".into()).await;
+        info!("worker stopped");
+        Ok(())
+    }
+
+    /// Handles one delivery to the end: publish its event, then ack or nack.
+    async fn handle(self: Arc<Self>, d: Delivery, publisher: &Publisher) {
+        let started = Instant::now();
+        // x-delivery-count counts earlier deliveries; this is delivery number `attempt`.
+        let attempt = queue::int_header(&d.properties, "x-delivery-count").unwrap_or(0) + 1;
+        let message_id = d.properties.message_id().as_ref().map(|m| m.to_string());
+        let producer = d.properties.user_id().as_ref().map(|u| u.to_string()).unwrap_or_default();
+        let job_id = Job::salvage_id(&d.data, message_id.as_deref()).map(|j| j.to_string()).unwrap_or_else(|| "unknown".into());
+        let span = info_span!("job", job.id = %job_id, attempt, producer = %producer, key = tracing::field::Empty,
+            artifacts = tracing::field::Empty, outcome = tracing::field::Empty);
+        async move {
+            let result = self.process(&d.data, &d.properties).await;
+            let outcome = self.settle(&d, publisher, &job_id, attempt, result).await;
+            tracing::Span::current().record("outcome", outcome);
+            info!(outcome, duration_ms = started.elapsed().as_millis() as u64, "job finished");
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Publishes the event and acks/nacks as the outcome requires. Returns the outcome name.
+    async fn settle(
+        &self,
+        d: &Delivery,
+        publisher: &Publisher,
+        job_id: &str,
+        attempt: i64,
+        result: Result<Event, (Option<String>, Failure)>,
+    ) -> &'static str {
+        let (event, ack, outcome) = match result {
+            Ok(ev) => (ev, true, "succeeded"),
+            Err((key, Failure::Permanent(info))) => {
+                warn!(code = info.code.as_str(), error = %info.message, "job failed");
+                (Event::failed(&self.cfg.source, job_id, key, info), false, "failed")
+            }
+            Err((key, Failure::Transient(msg))) => {
+                if attempt < self.cfg.max_deliveries {
+                    warn!(error = %msg, "transient failure; requeueing for another attempt");
+                    if let Err(e) = d.nack(BasicNackOptions { requeue: true, ..Default::default() }).await {
+                        warn!(error = %e, "nack failed; the broker will redeliver after reconnecting");
+                    }
+                    return "retrying";
+                }
+                error!(error = %msg, attempts = attempt, "giving up after repeated transient failures");
+                let info = ErrorInfo { code: ErrorCode::Internal, message: format!("gave up after {attempt} attempts: {msg}"), artifact: None };
+                (Event::failed(&self.cfg.source, job_id, key, info), false, "failed")
+            }
+        };
+        let publish = || async { publisher.publish_event(&self.cfg.topology, &event).await };
+        if let Err(e) = publish.retry(self.cfg.retry).notify(|e, dur| warn!(error = %e, retry_in = ?dur, "publishing event failed")).await
+        {
+            // Not acked: the broker redelivers, and the job is answered from its manifest.
+            error!(error = %e, "could not publish the completion event; leaving the job unacked");
+            return "unacked";
+        }
+        let settled = if ack {
+            d.ack(BasicAckOptions::default()).await
+        } else {
+            d.nack(BasicNackOptions { requeue: false, ..Default::default() }).await
+        };
+        if let Err(e) = settled {
+            warn!(error = %e, "ack/nack failed after the event was published; a redelivery will re-publish it");
+        }
+        outcome
+    }
+
+    /// Does the work of one job; returns its succeeded event or why it failed.
+    async fn process(&self, body: &[u8], _props: &BasicProperties) -> Result<Event, (Option<String>, Failure)> {
+        let job = Job::parse(body).map_err(|e| (None, permanent(ErrorCode::InvalidJob, e.to_string(), None)))?;
+        let key_name = Some(job.key.to_string());
+        let span = tracing::Span::current();
+        span.record("key", job.key.as_str());
+        span.record("artifacts", job.artifacts.len());
+        self.sign_job(&job).await.map_err(|f| (key_name, f))
+    }
+
+    async fn sign_job(&self, job: &Job) -> Result<Event, Failure> {
+        let key = self.signing_key(job).await?;
+
+        // Idempotency: a manifest under the prefix means the job (or another) is done.
+        if let Some(ev) = self.existing(job).await? {
+            info!("outputs already committed; re-publishing the succeeded event");
+            return Ok(ev);
+        }
+
+        let work = tempfile::Builder::new()
+            .prefix("job-")
+            .tempdir_in(&self.cfg.work_dir)
+            .map_err(|e| Failure::Transient(format!("work dir: {e}")))?;
+        let inputs = work.path().join("in");
+        let staging = work.path().join("out");
+        for d in [&inputs, &staging] {
+            std::fs::create_dir_all(d).map_err(|e| Failure::Transient(format!("work dir: {e}")))?;
+        }
+
+        let mut artifacts = Vec::with_capacity(job.artifacts.len());
+        for (i, a) in job.artifacts.iter().enumerate() {
+            let path = inputs.join(i.to_string());
+            let fetch = || async { self.store.get_to_file(a.bucket.as_str(), a.key.as_str(), &path).await };
+            let got = fetch
+                .retry(self.cfg.retry)
+                .when(StoreError::is_transient)
+                .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "fetch failed"))
+                .await?;
+            if let Some(want) = &a.sha256
+                && want.as_str() != got.sha256
+            {
+                return Err(permanent(
+                    ErrorCode::ChecksumMismatch,
+                    format!("{} has sha256 {}, the job says {want}", a.uri(), got.sha256),
+                    Some(a.uri()),
+                ));
+            }
+            artifacts.push(Artifact { path, name: a.name().to_owned(), source: a.uri(), format: a.format });
+        }
+
+        let ctx = BatchContext { job_id: job.job_id.to_string(), key_name: job.key.to_string(), time: SystemTime::now() };
+        let mut signer = (*key).clone();
+        let staging_dir = staging.clone();
+        let batch = tokio::task::spawn_blocking(move || sign::sign_batch(&mut signer, &artifacts, &ctx, &staging_dir))
+            .await
+            .map_err(|e| permanent(ErrorCode::Internal, format!("signing task failed: {e}"), None))?
+            .map_err(|e| match e {
+                SignError::Invalid(m) => {
+                    let artifact = job.artifacts.iter().map(|a| a.uri()).find(|u| m.starts_with(u.as_str()));
+                    permanent(ErrorCode::InvalidArtifact, m, artifact)
+                }
+                SignError::Conflict(m) => permanent(ErrorCode::OutputConflict, m, None),
+                SignError::Io(e) => Failure::Transient(format!("staging: {e}")),
+                other => permanent(ErrorCode::Internal, other.to_string(), None),
+            })?;
+
+        // Outputs, then SHA256SUMS(.asc), then manifest.json.asc, then manifest.json last,
+        // written only if absent: the commit point.
+        for name in batch.files_in_commit_order() {
+            let path = staging.join(&name);
+            let dest = job.output.key(&name);
+            let last = name == MANIFEST;
+            let put = || async {
+                self.store.put_file(job.output.bucket.as_str(), &dest, &path, content_type(&name), last).await
+            };
+            match put.retry(self.cfg.retry).when(StoreError::is_transient).notify(|e, dur| warn!(error = %e, retry_in = ?dur, "upload failed")).await {
+                Ok(()) => {}
+                Err(StoreError::Exists { .. }) if last => {
+                    // Another delivery of the same job committed first.
+                    return self.existing(job).await?.ok_or_else(|| Failure::Transient("manifest vanished".into()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(event_from_manifest(&self.cfg.source, &batch.manifest, &job.output))
+    }
+
+    /// Unseals (once per key name) and returns the signing key.
+    async fn signing_key(&self, job: &Job) -> Result<Arc<SigningKey>, Failure> {
+        let mut keys = self.keys.lock().await;
+        if let Some(k) = keys.get(job.key.as_str()) {
+            return Ok(k.clone());
+        }
+        let vault = self.vault.clone();
+        let name = job.key.clone();
+        let key = tokio::task::spawn_blocking(move || vault.signing_key(&name))
+            .await
+            .map_err(|e| Failure::Transient(format!("vault task failed: {e}")))??;
+        let key = Arc::new(key);
+        keys.insert(job.key.to_string(), key.clone());
+        Ok(key)
+    }
+
+    /// If the output prefix holds a manifest: the event for it when it is this job with the
+    /// same inputs, a conflict otherwise.
+    async fn existing(&self, job: &Job) -> Result<Option<Event>, Failure> {
+        let key = job.output.key(MANIFEST);
+        let get = || async { self.store.get_small(job.output.bucket.as_str(), &key, MANIFEST_LIMIT).await };
+        let Some(bytes) = get.retry(self.cfg.retry).when(StoreError::is_transient).await? else {
+            return Ok(None);
+        };
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+            permanent(ErrorCode::OutputConflict, format!("s3://{}/{key} exists but is not a signet manifest: {e}", job.output.bucket), None)
+        })?;
+        if m.job_id != job.job_id.as_str() {
+            return Err(permanent(
+                ErrorCode::OutputConflict,
+                format!("s3://{}/{} already holds the outputs of job {}", job.output.bucket, job.output.prefix, m.job_id),
+                None,
+            ));
+        }
+        if !same_inputs(job, &m) {
+            return Err(permanent(
+                ErrorCode::JobConflict,
+                format!("job {} was already signed with different inputs or key", job.job_id),
+                None,
+            ));
+        }
+        Ok(Some(event_from_manifest(&self.cfg.source, &m, &job.output)))
+    }
+}
+
+fn same_inputs(job: &Job, m: &Manifest) -> bool {
+    m.key.name == job.key.as_str()
+        && m.artifacts.len() == job.artifacts.len()
+        && job.artifacts.iter().zip(&m.artifacts).all(|(a, r)| {
+            r.source == a.uri()
+                && a.sha256.as_ref().is_none_or(|s| s.as_str() == r.input.sha256)
+                && (a.format == sign::Format::Auto || a.format == r.format)
+        })
+}
+
+fn parse_uri(uri: &str) -> ObjectRef {
+    let rest = uri.strip_prefix("s3://").unwrap_or(uri);
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    ObjectRef { bucket: bucket.into(), key: key.into() }
+}
+
+/// The succeeded event for a committed manifest.
+pub fn event_from_manifest(source: &str, m: &Manifest, out: &OutputSpec) -> Event {
+    let outputs = m
+        .artifacts
+        .iter()
+        .flat_map(|a| {
+            a.outputs.iter().map(move |o| OutputRef {
+                bucket: out.bucket.to_string(),
+                key: out.key(&o.name),
+                sha256: o.sha256.clone(),
+                size: o.size,
+                format: a.format,
+                source: parse_uri(&a.source),
+            })
+        })
+        .collect();
+    Event::new(
+        source,
+        EventData {
+            job_id: m.job_id.clone(),
+            key: Some(m.key.name.clone()),
+            key_fingerprint: Some(m.key.fingerprint.clone()),
+            outputs,
+            sha256sums: Some(ObjectRef { bucket: out.bucket.to_string(), key: out.key(sign::SHA256SUMS) }),
+            manifest: Some(ObjectRef { bucket: out.bucket.to_string(), key: out.key(MANIFEST) }),
+            error: None,
+        },
+    )
+}
+
+fn content_type(name: &str) -> &'static str {
+    let ext = name.rsplit('.').next().unwrap_or("");
+    match ext {
+        "rpm" => "application/x-rpm",
+        "deb" => "application/vnd.debian.binary-package",
+        "asc" | "gpg" => "application/pgp-signature",
+        "json" => "application/json",
+        _ if ["SHA256SUMS", "InRelease", "Release"].contains(&name) => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
