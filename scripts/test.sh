@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup-debian.sh
+# The real broker and S3 server the worker tests talk to (reused if already running).
+stack_env="$(bash localstack/start.sh)"
+eval "$stack_env"
 cargo build --release --locked --all-targets
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --locked --no-fail-fast

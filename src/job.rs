@@ -91,7 +91,9 @@ string_newtype!(
 
 fn clean_path(s: &str, what: &str) -> Result<(), String> {
     if s.len() > 1024 || s.starts_with('/') || s.chars().any(|c| c.is_control() || c == '\\') {
-        return Err(format!("{what} {s:?} must be at most 1024 characters, relative, without control characters or backslashes"));
+        return Err(format!(
+            "{what} {s:?} must be at most 1024 characters, relative, without control characters or backslashes"
+        ));
     }
     if s.split('/').any(|seg| seg == ".." || seg == ".") {
         return Err(format!("{what} {s:?} must not contain . or .. segments"));

@@ -86,7 +86,9 @@ impl From<StoreError> for Failure {
             StoreError::NotFound { ref bucket, ref key } => {
                 permanent(ErrorCode::ArtifactMissing, e.to_string(), Some(format!("s3://{bucket}/{key}")))
             }
-            StoreError::Rejected { .. } | StoreError::Exists { .. } => permanent(ErrorCode::Internal, e.to_string(), None),
+            StoreError::Rejected { .. } | StoreError::Exists { .. } => {
+                permanent(ErrorCode::Internal, e.to_string(), None)
+            }
             StoreError::Transient { .. } | StoreError::Local { .. } => Failure::Transient(e.to_string()),
         }
     }
@@ -126,7 +128,12 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let publisher = Publisher::open(&conn).await?;
         let tag = format!("{}-{}", self.cfg.source, uuid::Uuid::new_v4());
         let mut consumer = ch
-            .basic_consume(self.cfg.topology.jobs.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                self.cfg.topology.jobs.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         info!(queue = %self.cfg.topology.jobs, concurrency = self.cfg.concurrency, "worker consuming");
 
@@ -160,7 +167,10 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
         tracker.close();
         if tokio::time::timeout(self.cfg.shutdown_timeout, tracker.wait()).await.is_err() {
-            warn!(cut_off = tracker.len(), "shutdown deadline passed; unfinished jobs are not acked and will be redelivered");
+            warn!(
+                cut_off = tracker.len(),
+                "shutdown deadline passed; unfinished jobs are not acked and will be redelivered"
+            );
         }
         let _ = conn.close(200, "worker shutdown".into()).await;
         info!("worker stopped");
@@ -174,10 +184,12 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let attempt = queue::int_header(&d.properties, "x-delivery-count").unwrap_or(0) + 1;
         let message_id = d.properties.message_id().as_ref().map(|m| m.to_string());
         let producer = d.properties.user_id().as_ref().map(|u| u.to_string()).unwrap_or_default();
-        let job_id = Job::salvage_id(&d.data, message_id.as_deref()).map(|j| j.to_string()).unwrap_or_else(|| "unknown".into());
+        let job_id =
+            Job::salvage_id(&d.data, message_id.as_deref()).map(|j| j.to_string()).unwrap_or_else(|| "unknown".into());
         let span = info_span!("job", job.id = %job_id, attempt, producer = %producer, key = tracing::field::Empty,
             artifacts = tracing::field::Empty, outcome = tracing::field::Empty);
         async move {
+            info!(redelivered = d.redelivered, "job started");
             let result = self.process(&d.data, &d.properties).await;
             let outcome = self.settle(&d, publisher, &job_id, attempt, result).await;
             tracing::Span::current().record("outcome", outcome);
@@ -211,12 +223,19 @@ impl<S: ObjectStore + 'static> Worker<S> {
                     return "retrying";
                 }
                 error!(error = %msg, attempts = attempt, "giving up after repeated transient failures");
-                let info = ErrorInfo { code: ErrorCode::Internal, message: format!("gave up after {attempt} attempts: {msg}"), artifact: None };
+                let info = ErrorInfo {
+                    code: ErrorCode::Internal,
+                    message: format!("gave up after {attempt} attempts: {msg}"),
+                    artifact: None,
+                };
                 (Event::failed(&self.cfg.source, job_id, key, info), false, "failed")
             }
         };
         let publish = || async { publisher.publish_event(&self.cfg.topology, &event).await };
-        if let Err(e) = publish.retry(self.cfg.retry).notify(|e, dur| warn!(error = %e, retry_in = ?dur, "publishing event failed")).await
+        if let Err(e) = publish
+            .retry(self.cfg.retry)
+            .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "publishing event failed"))
+            .await
         {
             // Not acked: the broker redelivers, and the job is answered from its manifest.
             error!(error = %e, "could not publish the completion event; leaving the job unacked");
@@ -283,7 +302,8 @@ impl<S: ObjectStore + 'static> Worker<S> {
             artifacts.push(Artifact { path, name: a.name().to_owned(), source: a.uri(), format: a.format });
         }
 
-        let ctx = BatchContext { job_id: job.job_id.to_string(), key_name: job.key.to_string(), time: SystemTime::now() };
+        let ctx =
+            BatchContext { job_id: job.job_id.to_string(), key_name: job.key.to_string(), time: SystemTime::now() };
         let mut signer = (*key).clone();
         let staging_dir = staging.clone();
         let batch = tokio::task::spawn_blocking(move || sign::sign_batch(&mut signer, &artifacts, &ctx, &staging_dir))
@@ -308,7 +328,12 @@ impl<S: ObjectStore + 'static> Worker<S> {
             let put = || async {
                 self.store.put_file(job.output.bucket.as_str(), &dest, &path, content_type(&name), last).await
             };
-            match put.retry(self.cfg.retry).when(StoreError::is_transient).notify(|e, dur| warn!(error = %e, retry_in = ?dur, "upload failed")).await {
+            match put
+                .retry(self.cfg.retry)
+                .when(StoreError::is_transient)
+                .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "upload failed"))
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::Exists { .. }) if last => {
                     // Another delivery of the same job committed first.
@@ -341,16 +366,28 @@ impl<S: ObjectStore + 'static> Worker<S> {
     async fn existing(&self, job: &Job) -> Result<Option<Event>, Failure> {
         let key = job.output.key(MANIFEST);
         let get = || async { self.store.get_small(job.output.bucket.as_str(), &key, MANIFEST_LIMIT).await };
-        let Some(bytes) = get.retry(self.cfg.retry).when(StoreError::is_transient).await? else {
+        let Some(bytes) = get
+            .retry(self.cfg.retry)
+            .when(StoreError::is_transient)
+            .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "reading the manifest failed"))
+            .await?
+        else {
             return Ok(None);
         };
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            permanent(ErrorCode::OutputConflict, format!("s3://{}/{key} exists but is not a signet manifest: {e}", job.output.bucket), None)
+            permanent(
+                ErrorCode::OutputConflict,
+                format!("s3://{}/{key} exists but is not a signet manifest: {e}", job.output.bucket),
+                None,
+            )
         })?;
         if m.job_id != job.job_id.as_str() {
             return Err(permanent(
                 ErrorCode::OutputConflict,
-                format!("s3://{}/{} already holds the outputs of job {}", job.output.bucket, job.output.prefix, m.job_id),
+                format!(
+                    "s3://{}/{} already holds the outputs of job {}",
+                    job.output.bucket, job.output.prefix, m.job_id
+                ),
                 None,
             ));
         }

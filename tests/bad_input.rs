@@ -127,7 +127,11 @@ fn wrong_passphrase_is_a_clear_error() {
     fs::write(env.path("wrong"), "not the passphrase\n").unwrap();
     let out = env.path("out");
     let msg = fails(
-        env.signet().env("SIGNET_VAULT_PASSPHRASE_FILE", env.path("wrong")).args(["sign", "--key", "k", "--out"]).arg(&out).arg(&f),
+        env.signet()
+            .env("SIGNET_VAULT_PASSPHRASE_FILE", env.path("wrong"))
+            .args(["sign", "--key", "k", "--out"])
+            .arg(&out)
+            .arg(&f),
     );
     assert!(msg.contains("passphrase does not unseal key k"), "{msg}");
     assert!(!msg.contains(PASSPHRASE) && !msg.contains("not the passphrase"), "secret in message: {msg}");
@@ -144,16 +148,28 @@ fn unreadable_vault_is_a_clear_error() {
     assert!(msg.contains("does not exist"), "{msg}");
     env.generate("k", "ed25519");
     // No passphrase configured.
-    let msg = fails(env.signet().env_remove("SIGNET_VAULT_PASSPHRASE_FILE").args(["sign", "--key", "k", "--out"]).arg(env.path("o")).arg(&f));
+    let msg = fails(
+        env.signet()
+            .env_remove("SIGNET_VAULT_PASSPHRASE_FILE")
+            .args(["sign", "--key", "k", "--out"])
+            .arg(env.path("o"))
+            .arg(&f),
+    );
     assert!(msg.contains("SIGNET_VAULT_PASSPHRASE_FILE"), "{msg}");
     // A vault record that is not a sealed key.
     let dir = env.path("vault/k");
-    let record = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
+    let record = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
     fs::write(&record, b"{ this is not json").unwrap();
     sign_fails_cleanly(&env, "k", &[f.clone()], "vault record corrupt");
     // A vault that is a file, not a directory.
     fs::write(env.path("notadir"), b"x").unwrap();
-    let msg = fails(env.signet().env("SIGNET_VAULT", format!("dir:{}", env.path("notadir").display())).args(["keys", "list"]));
+    let msg = fails(
+        env.signet().env("SIGNET_VAULT", format!("dir:{}", env.path("notadir").display())).args(["keys", "list"]),
+    );
     assert!(msg.contains("not a directory"), "{msg}");
 }
 
@@ -180,7 +196,11 @@ fn the_sealed_vault_holds_no_secret_key_in_the_clear() {
         assert!(!text.contains(PASSPHRASE));
     }
     // gpg finds only a public key in the record's clear part.
-    let rec = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
+    let rec = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&fs::read(rec).unwrap()).unwrap();
     let public = v["public_key"].as_str().unwrap();
     assert!(public.contains("BEGIN PGP PUBLIC KEY BLOCK"));

@@ -31,7 +31,8 @@ fn signing_a_256_mib_rpm_does_not_load_the_payload() {
 
     // Baseline: the same key signing a tiny package. Unsealing alone costs Argon2id's 64 MiB.
     let small = env.fixtures().join("rpm/hello-1.0-1.noarch.rpm");
-    let (success, base) = run_measured(env.signet().args(["sign", "--key", "big", "--out"]).arg(env.path("small")).arg(&small));
+    let (success, base) =
+        run_measured(env.signet().args(["sign", "--key", "big", "--out"]).arg(env.path("small")).arg(&small));
     assert!(success, "signet sign (small) failed");
 
     let out = env.path("out");

@@ -18,7 +18,8 @@ fn every_output_passes_the_real_verifiers(algo: &str) {
     let out = env.path("out");
 
     let rpms = [fx.join("rpm/hello-1.0-1.noarch.rpm"), fx.join("rpm/world-2.0-1.noarch.rpm")];
-    let debs = [fx.join("deb/hello_1.0_all.deb"), fx.join("deb/hello-gz_1.0_all.deb"), fx.join("deb/hello-zst_1.0_all.deb")];
+    let debs =
+        [fx.join("deb/hello_1.0_all.deb"), fx.join("deb/hello-gz_1.0_all.deb"), fx.join("deb/hello-zst_1.0_all.deb")];
     let mut sign = env.signet();
     sign.args(["sign", "--key", "release", "--out"]).arg(&out).args(&rpms).args(&debs);
     sign.arg(fx.join("files/hello-1.0.tar.gz")).arg(fx.join("rpmrepo/repodata/repomd.xml"));
@@ -116,7 +117,11 @@ fn apt_accepts_a_repository_signed_by_signet() {
     let fx = env.fixtures();
     let repo = fx.join("apt");
     let out = env.path("release-out");
-    ok(env.signet().args(["sign", "--key", "archive", "--format", "apt-release", "--out"]).arg(&out).arg(repo.join("Release")));
+    ok(env
+        .signet()
+        .args(["sign", "--key", "archive", "--format", "apt-release", "--out"])
+        .arg(&out)
+        .arg(repo.join("Release")));
     for f in ["InRelease", "Release.gpg"] {
         fs::copy(out.join(f), repo.join(f)).unwrap();
     }
@@ -147,17 +152,18 @@ fn keys_imported_from_gpg_sign_rpm_deb_and_detached() {
         let env = Env::new();
         let gnupg = env.path("gnupg");
         fs::create_dir_all(&gnupg).unwrap();
-        let (key_type, extra) = if algo == "rsa4096" {
-            ("RSA", "Key-Length: 4096\n")
-        } else {
-            ("EDDSA", "Key-Curve: ed25519\n")
-        };
+        let (key_type, extra) =
+            if algo == "rsa4096" { ("RSA", "Key-Length: 4096\n") } else { ("EDDSA", "Key-Curve: ed25519\n") };
         let params = format!(
             "%no-protection\nKey-Type: {key_type}\n{extra}Key-Usage: sign\nName-Real: GPG Made\nName-Email: gpg@example.org\nExpire-Date: 0\n%commit\n"
         );
         fs::write(env.path("params"), params).unwrap();
         ok(Command::new("gpg").env("GNUPGHOME", &gnupg).args(["--batch", "--gen-key"]).arg(env.path("params")));
-        let secret = run(Command::new("gpg").env("GNUPGHOME", &gnupg).args(["--armor", "--export-secret-keys", "gpg@example.org"]));
+        let secret = run(Command::new("gpg").env("GNUPGHOME", &gnupg).args([
+            "--armor",
+            "--export-secret-keys",
+            "gpg@example.org",
+        ]));
         assert!(secret.status.success());
         fs::write(env.path("secret.asc"), &secret.stdout).unwrap();
         ok(env.signet().args(["keys", "import", "imported"]).arg(env.path("secret.asc")));
@@ -194,7 +200,8 @@ fn resigning_an_rpm_replaces_the_old_signature() {
     )
     .unwrap();
     ok(Command::new("gpg").env("GNUPGHOME", &gnupg).args(["--batch", "--gen-key"]).arg(env.path("params")));
-    let old_fpr = ok(Command::new("gpg").env("GNUPGHOME", &gnupg).args(["--with-colons", "--list-keys", "old@example.org"]));
+    let old_fpr =
+        ok(Command::new("gpg").env("GNUPGHOME", &gnupg).args(["--with-colons", "--list-keys", "old@example.org"]));
     let old_fpr = old_fpr.lines().find(|l| l.starts_with("fpr:")).unwrap().split(':').nth(9).unwrap().to_owned();
     let pre = env.path("pre");
     fs::create_dir_all(&pre).unwrap();

@@ -26,7 +26,12 @@ pub(super) fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         let mut consume_args = FieldTable::default();
         consume_args.insert("x-stream-offset".into(), AMQPValue::LongString("first".into()));
         let mut consumer = ch
-            .basic_consume(topology.events_log.as_str().into(), "signet-events".into(), BasicConsumeOptions::default(), consume_args)
+            .basic_consume(
+                topology.events_log.as_str().into(),
+                "signet-events".into(),
+                BasicConsumeOptions::default(),
+                consume_args,
+            )
             .await?;
         loop {
             let next = if args.follow {

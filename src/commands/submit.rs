@@ -26,7 +26,12 @@ pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         artifacts.push(ArtifactSpec {
             bucket: bucket.parse().map_err(anyhow::Error::msg)?,
             key: key.parse().map_err(anyhow::Error::msg)?,
-            sha256: args.sha256.get(i).map(|s| s.to_ascii_lowercase().parse()).transpose().map_err(anyhow::Error::msg)?,
+            sha256: args
+                .sha256
+                .get(i)
+                .map(|s| s.to_ascii_lowercase().parse())
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
             format: args.format,
         });
     }
@@ -55,11 +60,29 @@ pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         // Subscribe before publishing, so the event cannot be missed.
         let mut events = if args.wait {
             let q = ch
-                .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                    FieldTable::default(),
+                )
                 .await?;
-            ch.queue_bind(q.name().clone(), topology.events.as_str().into(), "job.*".into(), QueueBindOptions::default(), FieldTable::default())
-                .await?;
-            Some(ch.basic_consume(q.name().clone(), "signet-submit".into(), BasicConsumeOptions::default(), FieldTable::default()).await?)
+            ch.queue_bind(
+                q.name().clone(),
+                topology.events.as_str().into(),
+                "job.*".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            Some(
+                ch.basic_consume(
+                    q.name().clone(),
+                    "signet-submit".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?,
+            )
         } else {
             None
         };

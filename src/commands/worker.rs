@@ -14,7 +14,9 @@ use crate::worker::{Worker, WorkerConfig};
 
 pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let vault = open_vault(&args.vault)?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
     let cfg = WorkerConfig {
         amqp_url: queue::amqp_url_from_env().map_err(anyhow::Error::msg)?,
         topology: Topology::new(&args.broker.namespace),

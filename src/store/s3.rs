@@ -25,7 +25,10 @@ impl S3Store {
         let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // One retry policy, the worker's (backon, logged, bounded); the SDK's own
+            // silent retries would stack on top of it.
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
         if let Some(ep) = endpoint {
             b = b.endpoint_url(ep).force_path_style(true);
         }
@@ -79,7 +82,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl ObjectStore for S3Store {
     async fn get_to_file(&self, bucket: &str, key: &str, dest: &Path) -> Result<Fetched, StoreError> {
-        let out = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key))?;
+        let out =
+            self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key))?;
         let local = |source| StoreError::Local { bucket: bucket.into(), key: key.into(), source };
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
         let mut body = out.body;
@@ -111,7 +115,11 @@ impl ObjectStore for S3Store {
             }
         };
         if out.content_length().is_some_and(|l| l as u64 > limit) {
-            return Err(StoreError::Rejected { bucket: bucket.into(), key: key.into(), message: format!("larger than {limit} bytes") });
+            return Err(StoreError::Rejected {
+                bucket: bucket.into(),
+                key: key.into(),
+                message: format!("larger than {limit} bytes"),
+            });
         }
         let bytes = out.body.collect().await.map_err(|e| StoreError::Transient {
             bucket: bucket.into(),
@@ -121,10 +129,19 @@ impl ObjectStore for S3Store {
         Ok(Some(bytes.into_bytes().to_vec()))
     }
 
-    async fn put_file(&self, bucket: &str, key: &str, src: &Path, content_type: &str, if_absent: bool) -> Result<(), StoreError> {
-        let body = ByteStream::from_path(src)
-            .await
-            .map_err(|e| StoreError::Local { bucket: bucket.into(), key: key.into(), source: std::io::Error::other(e) })?;
+    async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        src: &Path,
+        content_type: &str,
+        if_absent: bool,
+    ) -> Result<(), StoreError> {
+        let body = ByteStream::from_path(src).await.map_err(|e| StoreError::Local {
+            bucket: bucket.into(),
+            key: key.into(),
+            source: std::io::Error::other(e),
+        })?;
         let mut req = self.client.put_object().bucket(bucket).key(key).body(body).content_type(content_type);
         if if_absent {
             req = req.if_none_match("*");

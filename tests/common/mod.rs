@@ -3,6 +3,8 @@
 //! (`tests/support/verifiers.sh`: rpmkeys, debsig-verify, gpg, sqv, apt-get, sha256sum).
 #![allow(dead_code)]
 
+pub mod stack;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -20,7 +22,12 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Asserts success and returns stdout.
@@ -68,7 +75,15 @@ impl Env {
 
     /// Generates a key and writes its exported public key to `NAME.asc`; returns that path.
     pub fn generate(&self, name: &str, algo: &str) -> PathBuf {
-        ok(self.signet().args(["keys", "generate", name, "--algo", algo, "--uid", &format!("{name} <{name}@example.org>")]));
+        ok(self.signet().args([
+            "keys",
+            "generate",
+            name,
+            "--algo",
+            algo,
+            "--uid",
+            &format!("{name} <{name}@example.org>"),
+        ]));
         self.export(name)
     }
 

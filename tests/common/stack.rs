@@ -1,0 +1,368 @@
+//! The real broker and S3 server the worker tests run against (started by
+//! `localstack/start.sh`, which `scripts/test.sh` runs): each test gets its own namespace
+//! (queues, exchanges) and buckets, so tests run in parallel without seeing each other.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use signet::event::Event;
+use signet::queue::Topology;
+use signet::store::ObjectStore;
+use signet::store::s3::S3Store;
+
+use super::{Env, ok, run};
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the suite with ./scripts/test.sh (or `eval \"$(localstack/start.sh)\"` first)")
+    })
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// A test's own slice of the broker and the object store.
+pub struct Stack {
+    pub env: Env,
+    pub ns: String,
+    pub amqp_url: String,
+    pub s3_endpoint: String,
+    pub input: String,
+    pub output: String,
+    pub store: S3Store,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Stack {
+    pub fn new() -> Self {
+        let amqp_url = need("SIGNET_AMQP_URL");
+        let s3_endpoint = need("SIGNET_S3_ENDPOINT");
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let rt = rt();
+        let store = rt.block_on(S3Store::from_env(Some(&s3_endpoint)));
+        let stack = Stack {
+            env: Env::new(),
+            ns: format!("t-{id}"),
+            amqp_url,
+            s3_endpoint,
+            input: format!("in-{id}"),
+            output: format!("out-{id}"),
+            store,
+            rt,
+        };
+        for b in [&stack.input, &stack.output] {
+            stack.rt.block_on(stack.store.client().create_bucket().bucket(b.as_str()).send()).expect("create bucket");
+        }
+        stack
+    }
+
+    /// `signet` with this stack's namespace, vault and endpoints.
+    pub fn signet(&self) -> Command {
+        let mut c = self.env.signet();
+        c.env("SIGNET_NAMESPACE", &self.ns)
+            .env("SIGNET_AMQP_URL", &self.amqp_url)
+            .env("SIGNET_S3_ENDPOINT", &self.s3_endpoint)
+            .env("SIGNET_LOG_FORMAT", "json");
+        c
+    }
+
+    pub fn upload(&self, key: &str, file: &Path) {
+        self.rt
+            .block_on(self.store.put_file(&self.input, key, file, "application/octet-stream", false))
+            .expect("upload");
+    }
+
+    /// Downloads `bucket/key` into the scratch dir; returns the path.
+    pub fn download(&self, bucket: &str, key: &str) -> PathBuf {
+        let dest = self.env.path(&format!("dl/{key}"));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        self.rt
+            .block_on(self.store.get_to_file(bucket, key, &dest))
+            .unwrap_or_else(|e| panic!("download {bucket}/{key}: {e}"));
+        dest
+    }
+
+    /// Keys under `prefix` in the output bucket.
+    pub fn output_keys(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(self.store.client().list_objects_v2().bucket(&self.output).prefix(prefix).send())
+            .expect("list");
+        let mut keys: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Starts a worker process (logs as JSON lines to `worker-N.log`).
+    pub fn worker(&self, n: usize, extra_env: &[(&str, &str)]) -> Worker {
+        self.worker_with_endpoint(n, &self.s3_endpoint, extra_env)
+    }
+
+    pub fn worker_with_endpoint(&self, n: usize, endpoint: &str, extra_env: &[(&str, &str)]) -> Worker {
+        let log = self.env.path(&format!("worker-{n}.log"));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut cmd = self.signet();
+        cmd.arg("worker")
+            .env("SIGNET_S3_ENDPOINT", endpoint)
+            .env("SIGNET_WORK_DIR", self.env.path(&format!("work-{n}")))
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(file);
+        Worker { child: Some(cmd.spawn().expect("spawn worker")), log }
+    }
+
+    /// `signet submit --wait` for one job; returns (exit code, event).
+    pub fn submit_wait(&self, job_id: &str, key: &str, prefix: &str, artifacts: &[&str]) -> (i32, Option<Event>) {
+        let mut c = self.signet();
+        c.args([
+            "submit",
+            "--wait",
+            "--timeout",
+            "120",
+            "--key",
+            key,
+            "--output-bucket",
+            &self.output,
+            "--output-prefix",
+            prefix,
+            "--job-id",
+            job_id,
+        ]);
+        for a in artifacts {
+            c.arg(format!("s3://{}/{a}", self.input));
+        }
+        let o = run(&mut c);
+        let ev = String::from_utf8_lossy(&o.stdout).lines().find_map(|l| serde_json::from_str(l).ok());
+        (o.status.code().unwrap_or(-1), ev)
+    }
+
+    /// Every event of this namespace so far (from the events log stream).
+    pub fn events(&self) -> Vec<Event> {
+        let out = ok(self.signet().arg("events"));
+        out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event {l}: {e}"))).collect()
+    }
+
+    /// Waits until `pred` holds for the event list, or panics after `secs`.
+    pub fn wait_events(&self, secs: u64, what: &str, pred: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let evs = self.events();
+            if pred(&evs) {
+                return evs;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; events so far: {evs:#?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn connect(&self) -> Connection {
+        self.rt.block_on(Connection::connect(&self.amqp_url, ConnectionProperties::default())).expect("amqp connect")
+    }
+
+    /// Publishes a raw message to the jobs queue, as any AMQP client could.
+    pub fn publish_raw(&self, body: &[u8], message_id: &str) {
+        let conn = self.connect();
+        self.rt.block_on(async {
+            let ch = conn.create_channel().await.unwrap();
+            Topology::new(&self.ns).declare(&ch).await.unwrap();
+            ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+            let props = BasicProperties::default().with_delivery_mode(2).with_message_id(message_id.into());
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    format!("{}.jobs", self.ns).as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(confirm.is_ack());
+            let _ = conn.close(200, "bye".into()).await;
+        });
+    }
+
+    /// Drains the dead-letter queue; returns the message ids found.
+    pub fn dead_letters(&self) -> Vec<String> {
+        let conn = self.connect();
+        self.rt.block_on(async {
+            let ch = conn.create_channel().await.unwrap();
+            let mut ids = Vec::new();
+            while let Some(m) = ch
+                .basic_get(format!("{}.jobs.dead", self.ns).as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                ids.push(m.delivery.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default());
+            }
+            let _ = conn.close(200, "bye".into()).await;
+            ids
+        })
+    }
+
+    /// Messages waiting in the jobs queue (declared passively).
+    pub fn queued_jobs(&self) -> u32 {
+        let conn = self.connect();
+        self.rt.block_on(async {
+            let ch = conn.create_channel().await.unwrap();
+            let q = ch
+                .queue_declare(
+                    format!("{}.jobs", self.ns).as_str().into(),
+                    lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            let n = q.message_count();
+            let _ = conn.close(200, "bye".into()).await;
+            n
+        })
+    }
+}
+
+/// A running worker process.
+pub struct Worker {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "worker log never said {needle:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// Waits for exit; returns the exit code (None if killed by a signal).
+    pub fn wait(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                self.child = None;
+                return st.code();
+            }
+            assert!(Instant::now() < deadline, "worker did not exit within {secs}s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A TCP proxy in front of the S3 server that the test can switch off (connections
+/// refused and cut) and on again, to stage an outage without losing the server's data.
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    listener: Arc<Mutex<Option<TcpListener>>>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    target: String,
+}
+
+impl Proxy {
+    pub fn new(target_url: &str) -> Self {
+        let target = target_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let p = Proxy {
+            port,
+            up: Arc::new(AtomicBool::new(false)),
+            listener: Arc::new(Mutex::new(None)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            target,
+        };
+        p.start_with(listener);
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start_with(&self, listener: TcpListener) {
+        self.up.store(true, Ordering::SeqCst);
+        *self.listener.lock().unwrap() = Some(listener.try_clone().unwrap());
+        let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if !up.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { break };
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                conns.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+    }
+
+    /// Refuses new connections and cuts open ones.
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Some(l) = self.listener.lock().unwrap().take() {
+            // Wake the accept loop so it sees `up == false`, then drop the socket.
+            let _ = TcpStream::connect(l.local_addr().unwrap());
+            drop(l);
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Accepts connections again on the same port.
+    pub fn up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "cannot rebind proxy port: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        self.start_with(listener);
+    }
+}
