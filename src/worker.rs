@@ -19,7 +19,10 @@ use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use lapin::BasicProperties;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -111,17 +114,25 @@ pub struct Worker<S> {
     store: S,
     vault: Arc<Vault>,
     keys: tokio::sync::Mutex<HashMap<String, Arc<SigningKey>>>,
+    /// Job ids in flight in this process (the broker lock only excludes other connections).
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<S: ObjectStore + 'static> Worker<S> {
     pub fn new(cfg: WorkerConfig, store: S, vault: Vault) -> Arc<Self> {
-        Arc::new(Worker { cfg, store, vault: Arc::new(vault), keys: tokio::sync::Mutex::new(HashMap::new()) })
+        Arc::new(Worker {
+            cfg,
+            store,
+            vault: Arc::new(vault),
+            keys: tokio::sync::Mutex::new(HashMap::new()),
+            in_flight: Default::default(),
+        })
     }
 
     /// Runs until `shutdown` is cancelled, then drains in-flight jobs within the deadline.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.cfg.work_dir)?;
-        let conn = queue::connect(&self.cfg.amqp_url, &self.cfg.source).await?;
+        let conn = Arc::new(queue::connect(&self.cfg.amqp_url, &self.cfg.source).await?);
         let ch = conn.create_channel().await?;
         self.cfg.topology.declare(&ch).await?;
         ch.basic_qos(self.cfg.concurrency, BasicQosOptions::default()).await?;
@@ -145,7 +156,8 @@ impl<S: ObjectStore + 'static> Worker<S> {
                     Some(Ok(delivery)) => {
                         let me = self.clone();
                         let publisher = publisher.clone();
-                        tracker.spawn(async move { me.handle(delivery, &publisher).await });
+                        let conn = conn.clone();
+                        tracker.spawn(async move { me.handle(delivery, &publisher, &conn).await });
                     }
                     Some(Err(e)) => {
                         warn!(error = %e, "consumer error; waiting for the connection to recover");
@@ -178,7 +190,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
     }
 
     /// Handles one delivery to the end: publish its event, then ack or nack.
-    async fn handle(self: Arc<Self>, d: Delivery, publisher: &Publisher) {
+    async fn handle(self: Arc<Self>, d: Delivery, publisher: &Publisher, conn: &lapin::Connection) {
         let started = Instant::now();
         // x-delivery-count counts earlier deliveries; this is delivery number `attempt`.
         let attempt = queue::int_header(&d.properties, "x-delivery-count").unwrap_or(0) + 1;
@@ -190,7 +202,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             artifacts = tracing::field::Empty, outcome = tracing::field::Empty);
         async move {
             info!(redelivered = d.redelivered, "job started");
-            let result = self.process(&d.data, &d.properties).await;
+            let result = self.process(&d.data, &d.properties, conn).await;
             let outcome = self.settle(&d, publisher, &job_id, attempt, result).await;
             tracing::Span::current().record("outcome", outcome);
             info!(outcome, duration_ms = started.elapsed().as_millis() as u64, "job finished");
@@ -216,9 +228,14 @@ impl<S: ObjectStore + 'static> Worker<S> {
             }
             Err((key, Failure::Transient(msg))) => {
                 if attempt < self.cfg.max_deliveries {
-                    warn!(error = %msg, "transient failure; requeueing for another attempt");
-                    if let Err(e) = d.nack(BasicNackOptions { requeue: true, ..Default::default() }).await {
-                        warn!(error = %e, "nack failed; the broker will redeliver after reconnecting");
+                    // Back off before handing the job back, so a lasting outage does not burn
+                    // through the deliveries in milliseconds.
+                    let delay = Duration::from_millis(500u64 << attempt.clamp(0, 6) as u32);
+                    warn!(error = %msg, retry_in = ?delay, "transient failure; requeueing for another attempt");
+                    tokio::time::sleep(delay).await;
+                    // reject, not nack: RabbitMQ >= 4.3 only counts x-delivery-count on reject.
+                    if let Err(e) = d.reject(BasicRejectOptions { requeue: true }).await {
+                        warn!(error = %e, "reject failed; the broker will redeliver after reconnecting");
                     }
                     return "retrying";
                 }
@@ -253,23 +270,52 @@ impl<S: ObjectStore + 'static> Worker<S> {
     }
 
     /// Does the work of one job; returns its succeeded event or why it failed.
-    async fn process(&self, body: &[u8], _props: &BasicProperties) -> Result<Event, (Option<String>, Failure)> {
+    async fn process(
+        &self,
+        body: &[u8],
+        _props: &BasicProperties,
+        conn: &lapin::Connection,
+    ) -> Result<Event, (Option<String>, Failure)> {
         let job = Job::parse(body).map_err(|e| (None, permanent(ErrorCode::InvalidJob, e.to_string(), None)))?;
         let key_name = Some(job.key.to_string());
         let span = tracing::Span::current();
         span.record("key", job.key.as_str());
         span.record("artifacts", job.artifacts.len());
-        self.sign_job(&job).await.map_err(|f| (key_name, f))
+        // One attempt per job id at a time, across all workers: an exclusive queue is a lock
+        // the broker releases by itself when its holder's connection dies.
+        let busy =
+            || Failure::Transient(format!("job {} is being signed by another delivery; retrying later", job.job_id));
+        if !self.in_flight_insert(job.job_id.as_str()) {
+            return Err((key_name, busy()));
+        }
+        let result = match JobLock::acquire(conn, &self.cfg.topology, job.job_id.as_str()).await {
+            Ok(lock) => {
+                let r = self.sign_job(&job).await.map_err(|f| (key_name, f));
+                lock.release().await;
+                r
+            }
+            Err(f) => Err((key_name, f)),
+        };
+        self.in_flight_remove(job.job_id.as_str());
+        result
+    }
+
+    fn in_flight_insert(&self, id: &str) -> bool {
+        // A poisoned lock only means another job panicked; the set is still valid.
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned())
+    }
+
+    fn in_flight_remove(&self, id: &str) {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     async fn sign_job(&self, job: &Job) -> Result<Event, Failure> {
-        let key = self.signing_key(job).await?;
-
         // Idempotency: a manifest under the prefix means the job (or another) is done.
         if let Some(ev) = self.existing(job).await? {
             info!("outputs already committed; re-publishing the succeeded event");
             return Ok(ev);
         }
+        let key = self.signing_key(job).await?;
 
         let work = tempfile::Builder::new()
             .prefix("job-")
@@ -289,7 +335,11 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 .retry(self.cfg.retry)
                 .when(StoreError::is_transient)
                 .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "fetch failed"))
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    StoreError::Rejected { .. } => permanent(ErrorCode::Unauthorized, e.to_string(), Some(a.uri())),
+                    other => other.into(),
+                })?;
             if let Some(want) = &a.sha256
                 && want.as_str() != got.sha256
             {
@@ -311,7 +361,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             .map_err(|e| permanent(ErrorCode::Internal, format!("signing task failed: {e}"), None))?
             .map_err(|e| match e {
                 SignError::Invalid(m) => {
-                    let artifact = job.artifacts.iter().map(|a| a.uri()).find(|u| m.starts_with(u.as_str()));
+                    let artifact = job.artifacts.iter().map(|a| a.uri()).find(|u| m.starts_with(&format!("{u}: ")));
                     permanent(ErrorCode::InvalidArtifact, m, artifact)
                 }
                 SignError::Conflict(m) => permanent(ErrorCode::OutputConflict, m, None),
@@ -338,6 +388,13 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 Err(StoreError::Exists { .. }) if last => {
                     // Another delivery of the same job committed first.
                     return self.existing(job).await?.ok_or_else(|| Failure::Transient("manifest vanished".into()));
+                }
+                Err(e @ StoreError::NotFound { .. }) => {
+                    return Err(permanent(
+                        ErrorCode::InvalidJob,
+                        format!("cannot write outputs: {e} (no such output bucket?)"),
+                        None,
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -457,5 +514,33 @@ fn content_type(name: &str) -> &'static str {
         "json" => "application/json",
         _ if ["SHA256SUMS", "InRelease", "Release"].contains(&name) => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
+    }
+}
+
+/// A per-job lock held as an exclusive queue `NS.lock.JOB_ID` on its own channel.
+struct JobLock {
+    ch: lapin::Channel,
+    name: String,
+}
+
+impl JobLock {
+    async fn acquire(conn: &lapin::Connection, topology: &Topology, job_id: &str) -> Result<JobLock, Failure> {
+        let broker = |e: lapin::Error| Failure::Transient(format!("broker: {e}"));
+        let ch = conn.create_channel().await.map_err(broker)?;
+        let name = format!("{}.lock.{job_id}", topology.jobs.trim_end_matches(".jobs"));
+        let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        match ch.queue_declare(name.as_str().into(), opts, FieldTable::default()).await {
+            Ok(_) => Ok(JobLock { ch, name }),
+            // RESOURCE_LOCKED: another connection holds it, i.e. the job runs elsewhere.
+            Err(e) if e.to_string().contains("RESOURCE_LOCKED") || e.to_string().contains("405") => {
+                Err(Failure::Transient(format!("job {job_id} is being signed by another delivery; retrying later")))
+            }
+            Err(e) => Err(broker(e)),
+        }
+    }
+
+    async fn release(self) {
+        let _ = self.ch.queue_delete(self.name.as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = self.ch.close(200, "job done".into()).await;
     }
 }

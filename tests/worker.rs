@@ -338,3 +338,70 @@ fn sigterm_finishes_the_job_in_flight_then_exits_zero() {
     assert!(evs.iter().any(|e| e.subject == "graceful" && e.succeeded()), "{evs:#?}\n{log}");
     assert_eq!(s.queued_jobs(), 0);
 }
+
+/// A producer that submits the same job twice at once (a CI retry) gets two succeeded
+/// events, and the objects in the bucket still match the manifest and SHA256SUMS: the two
+/// deliveries never write the same prefix at the same time.
+#[test]
+fn duplicate_submissions_racing_on_two_workers_stay_consistent() {
+    // One job slot per worker: the two deliveries run on different workers (broker lock).
+    duplicate_race("1");
+}
+
+#[test]
+fn duplicate_submissions_racing_in_one_worker_stay_consistent() {
+    // Two slots per worker: both deliveries may land on the same worker (in-process guard).
+    duplicate_race("2");
+}
+
+fn duplicate_race(concurrency: &str) {
+    let s = Stack::new();
+    let cert = s.env.generate("release", "rsa4096");
+    upload_fixtures(&s);
+    let big = s.env.path("big");
+    ok(std::process::Command::new("bash")
+        .arg(repo().join("tests/support/fixtures.sh"))
+        .arg("rpm")
+        .arg(&big)
+        .args(["big", "30000000"]));
+    s.upload("fx/big-1.0-1.noarch.rpm", &big.join("big-1.0-1.noarch.rpm"));
+    for _ in 0..2 {
+        let mut c = s.signet();
+        c.args([
+            "submit",
+            "--key",
+            "release",
+            "--output-bucket",
+            &s.output,
+            "--output-prefix",
+            "dup/",
+            "--job-id",
+            "dup",
+        ]);
+        c.arg(format!("s3://{}/fx/big-1.0-1.noarch.rpm", s.input)).arg(format!("s3://{}/fx/hello-1.0.tar.gz", s.input));
+        ok(&mut c);
+    }
+    let _w1 = s.worker(1, &[("SIGNET_CONCURRENCY", concurrency)]);
+    let _w2 = s.worker(2, &[("SIGNET_CONCURRENCY", concurrency)]);
+    let evs = s.wait_events(90, "two events for the duplicated job", |evs| {
+        evs.iter().filter(|e| e.subject == "dup").count() >= 2
+    });
+    let dup: Vec<&Event> = evs.iter().filter(|e| e.subject == "dup").collect();
+    assert_eq!(dup.len(), 2, "{dup:#?}");
+    assert!(dup.iter().all(|e| e.succeeded()), "{dup:#?}");
+    assert_eq!(dup[0].data.outputs, dup[1].data.outputs);
+    // What is in the bucket is what the manifest and the events say.
+    check_outputs(&s, dup[1], &cert);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.download(&s.output, "dup/manifest.json")).unwrap()).unwrap();
+    for o in &dup[0].data.outputs {
+        let rec = m["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|a| a["outputs"].as_array().unwrap())
+            .find(|r| o.key.ends_with(r["name"].as_str().unwrap()))
+            .unwrap();
+        assert_eq!(rec["sha256"].as_str().unwrap(), o.sha256);
+    }
+}

@@ -17,11 +17,18 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
+    let topology = Topology::new(&args.broker.namespace);
+    // The broker's own delivery limit is a backstop that must stay above the worker's, or the
+    // broker would dead-letter a job before the worker could report its failure.
+    let max_deliveries = args.max_deliveries.clamp(1, topology.delivery_limit - 1);
+    if max_deliveries != args.max_deliveries {
+        tracing::warn!(requested = args.max_deliveries, used = max_deliveries, "SIGNET_MAX_DELIVERIES out of range");
+    }
     let cfg = WorkerConfig {
         amqp_url: queue::amqp_url_from_env().map_err(anyhow::Error::msg)?,
-        topology: Topology::new(&args.broker.namespace),
+        topology,
         concurrency: args.concurrency.max(1),
-        max_deliveries: args.max_deliveries.max(1),
+        max_deliveries,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         work_dir: args.work_dir.unwrap_or_else(|| std::env::temp_dir().join("signet-work")),
         source: format!("signet/worker/{host}/{}", std::process::id()),
