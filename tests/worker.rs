@@ -99,8 +99,20 @@ fn two_workers_sign_rpm_deb_and_tarball_jobs_end_to_end() {
         assert_eq!(ev.data.outputs.len(), expected, "{ev:#?}");
         check_outputs(&s, ev, &cert);
     }
-    // The events are also on record for consumers.
+    // The events are also on record for consumers, and match the published JSON Schemas,
+    // as does a manifest.
     let evs = s.events();
+    let lines: String = evs.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
+    std::fs::write(s.env.path("events.jsonl"), lines).unwrap();
+    let python = format!("{}/venv/bin/python", std::env::var("SIGNET_STACK_DIR").unwrap_or("/var/tmp/signet-stack".into()));
+    ok(std::process::Command::new(&python)
+        .arg(repo().join("schemas/validate.py"))
+        .arg(repo().join("schemas/event.schema.json"))
+        .arg(s.env.path("events.jsonl")));
+    ok(std::process::Command::new(&python)
+        .arg(repo().join("schemas/validate.py"))
+        .arg(repo().join("schemas/manifest.schema.json"))
+        .arg(s.download(&s.output, "releases/e2e-mix/manifest.json")));
     for (id, _) in &jobs {
         assert_eq!(evs.iter().filter(|e| e.subject == *id && e.succeeded()).count(), 1, "{id}");
     }
