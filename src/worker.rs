@@ -4,9 +4,10 @@
 //! - done: outputs written (manifest last), succeeded event confirmed, then ack;
 //! - permanent failure (bad input): failed event confirmed, then nack without requeue, so
 //!   the broker dead-letters the message to `NS.jobs.dead`; nothing was written;
-//! - transient failure (store, vault or broker trouble, after retries with backoff): nack
+//! - transient failure (store, vault or broker trouble, after retries with backoff): reject
 //!   with requeue, until the delivery count reaches the limit, then a failed `internal` event
 //!   and a dead-letter.
+//!
 //! A crash at any point leaves the message unacked, so it is redelivered; a redelivered job
 //! whose manifest exists with the same inputs re-publishes its event without signing again.
 

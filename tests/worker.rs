@@ -104,7 +104,8 @@ fn two_workers_sign_rpm_deb_and_tarball_jobs_end_to_end() {
     let evs = s.events();
     let lines: String = evs.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
     std::fs::write(s.env.path("events.jsonl"), lines).unwrap();
-    let python = format!("{}/venv/bin/python", std::env::var("SIGNET_STACK_DIR").unwrap_or("/var/tmp/signet-stack".into()));
+    let python =
+        format!("{}/venv/bin/python", std::env::var("SIGNET_STACK_DIR").unwrap_or("/var/tmp/signet-stack".into()));
     ok(std::process::Command::new(&python)
         .arg(repo().join("schemas/validate.py"))
         .arg(repo().join("schemas/event.schema.json"))
@@ -416,4 +417,31 @@ fn duplicate_race(concurrency: &str) {
             .unwrap();
         assert_eq!(rec["sha256"].as_str().unwrap(), o.sha256);
     }
+}
+
+#[test]
+fn submit_wait_exits_2_when_no_worker_answers_in_time() {
+    let s = Stack::new();
+    s.env.generate("release", "ed25519");
+    let mut c = s.signet();
+    c.args([
+        "submit",
+        "--wait",
+        "--timeout",
+        "2",
+        "--key",
+        "release",
+        "--output-bucket",
+        &s.output,
+        "--job-id",
+        "nobody-home",
+    ]);
+    c.arg(format!("s3://{}/fx/whatever.rpm", s.input));
+    let started = Instant::now();
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no completion event for job nobody-home"), "{}", text(&o));
+    // The job itself was accepted by the broker and waits for a worker.
+    assert_eq!(s.queued_jobs(), 1);
 }
