@@ -190,30 +190,10 @@ fn a_worker_killed_mid_job_loses_nothing() {
     let cert = s.env.generate("release", "rsa4096");
     upload_fixtures(&s);
     // Big packages keep a job busy long enough to be killed in the middle of it.
-    let big = s.env.path("big");
-    ok(std::process::Command::new("bash")
-        .arg(repo().join("tests/support/fixtures.sh"))
-        .arg("rpm")
-        .arg(&big)
-        .args(["big", "60000000"]));
-    s.upload("fx/big-1.0-1.noarch.rpm", &big.join("big-1.0-1.noarch.rpm"));
+    s.upload_big_rpm(60000000);
     let ids: Vec<String> = (0..4).map(|i| format!("kill-{i}")).collect();
     for id in &ids {
-        let mut c = s.signet();
-        c.args([
-            "submit",
-            "--key",
-            "release",
-            "--output-bucket",
-            &s.output,
-            "--output-prefix",
-            &format!("k/{id}/"),
-            "--job-id",
-            id,
-        ]);
-        c.arg(format!("s3://{}/fx/big-1.0-1.noarch.rpm", s.input))
-            .arg(format!("s3://{}/fx/hello_1.0_all.deb", s.input));
-        ok(&mut c);
+        s.submit(id, &format!("k/{id}/"), &["fx/big-1.0-1.noarch.rpm", "fx/hello_1.0_all.deb"]);
     }
     let mut w = s.worker(1, &[("SIGNET_CONCURRENCY", "2")]);
     w.wait_log("job started", 30);
@@ -249,21 +229,7 @@ fn jobs_ride_out_an_s3_outage() {
     proxy.down();
     let ids = ["outage-1", "outage-2", "outage-3"];
     for id in ids {
-        let mut c = s.signet();
-        c.args([
-            "submit",
-            "--key",
-            "release",
-            "--output-bucket",
-            &s.output,
-            "--output-prefix",
-            &format!("o/{id}/"),
-            "--job-id",
-            id,
-        ]);
-        c.arg(format!("s3://{}/fx/hello-1.0-1.noarch.rpm", s.input))
-            .arg(format!("s3://{}/fx/hello_1.0_all.deb", s.input));
-        ok(&mut c);
+        s.submit(id, &format!("o/{id}/"), &["fx/hello-1.0-1.noarch.rpm", "fx/hello_1.0_all.deb"]);
     }
     std::thread::sleep(Duration::from_secs(4));
     // While S3 is away nothing can have finished.
@@ -320,27 +286,8 @@ fn sigterm_finishes_the_job_in_flight_then_exits_zero() {
     let s = Stack::new();
     s.env.generate("release", "ed25519");
     upload_fixtures(&s);
-    let big = s.env.path("big");
-    ok(std::process::Command::new("bash")
-        .arg(repo().join("tests/support/fixtures.sh"))
-        .arg("rpm")
-        .arg(&big)
-        .args(["big", "60000000"]));
-    s.upload("fx/big-1.0-1.noarch.rpm", &big.join("big-1.0-1.noarch.rpm"));
-    let mut c = s.signet();
-    c.args([
-        "submit",
-        "--key",
-        "release",
-        "--output-bucket",
-        &s.output,
-        "--output-prefix",
-        "g/",
-        "--job-id",
-        "graceful",
-    ]);
-    c.arg(format!("s3://{}/fx/big-1.0-1.noarch.rpm", s.input));
-    ok(&mut c);
+    s.upload_big_rpm(60000000);
+    s.submit("graceful", "g/", &["fx/big-1.0-1.noarch.rpm"]);
     let mut w = s.worker(1, &[]);
     w.wait_log("job started", 30);
     w.signal(libc::SIGTERM);
@@ -371,28 +318,9 @@ fn duplicate_race(concurrency: &str) {
     let s = Stack::new();
     let cert = s.env.generate("release", "rsa4096");
     upload_fixtures(&s);
-    let big = s.env.path("big");
-    ok(std::process::Command::new("bash")
-        .arg(repo().join("tests/support/fixtures.sh"))
-        .arg("rpm")
-        .arg(&big)
-        .args(["big", "30000000"]));
-    s.upload("fx/big-1.0-1.noarch.rpm", &big.join("big-1.0-1.noarch.rpm"));
+    s.upload_big_rpm(30000000);
     for _ in 0..2 {
-        let mut c = s.signet();
-        c.args([
-            "submit",
-            "--key",
-            "release",
-            "--output-bucket",
-            &s.output,
-            "--output-prefix",
-            "dup/",
-            "--job-id",
-            "dup",
-        ]);
-        c.arg(format!("s3://{}/fx/big-1.0-1.noarch.rpm", s.input)).arg(format!("s3://{}/fx/hello-1.0.tar.gz", s.input));
-        ok(&mut c);
+        s.submit("dup", "dup/", &["fx/big-1.0-1.noarch.rpm", "fx/hello-1.0.tar.gz"]);
     }
     let _w1 = s.worker(1, &[("SIGNET_CONCURRENCY", concurrency)]);
     let _w2 = s.worker(2, &[("SIGNET_CONCURRENCY", concurrency)]);

@@ -90,9 +90,9 @@ pub enum KekInfo {
 /// Wraps and unwraps data keys.
 pub trait KeyWrapper: Send + Sync {
     /// Wraps `dek`, binding it to `aad`.
-    fn wrap(&self, dek: &SecretKey32, aad: &[u8]) -> Result<(KekInfo, Vec<u8>), VaultError>;
+    fn wrap_key(&self, dek: &SecretKey32, aad: &[u8]) -> Result<(KekInfo, Vec<u8>), VaultError>;
     /// Unwraps a DEK wrapped by [`KeyWrapper::wrap`]; `what` names the key in errors.
-    fn unwrap(&self, info: &KekInfo, wrapped: &[u8], aad: &[u8], what: &str) -> Result<SecretKey32, VaultError>;
+    fn unwrap_key(&self, info: &KekInfo, wrapped: &[u8], aad: &[u8], what: &str) -> Result<SecretKey32, VaultError>;
 }
 
 /// Argon2id costs: RFC 9106's second recommended option (64 MiB, 3 passes, 1 lane).
@@ -124,7 +124,7 @@ impl PassphraseWrapper {
 }
 
 impl KeyWrapper for PassphraseWrapper {
-    fn wrap(&self, dek: &SecretKey32, aad: &[u8]) -> Result<(KekInfo, Vec<u8>), VaultError> {
+    fn wrap_key(&self, dek: &SecretKey32, aad: &[u8]) -> Result<(KekInfo, Vec<u8>), VaultError> {
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let kek = self.kek(&salt, M_KIB, T_COST, P_COST)?;
@@ -132,7 +132,7 @@ impl KeyWrapper for PassphraseWrapper {
         Ok((KekInfo::Argon2id { salt: hex::encode(salt), m_kib: M_KIB, t: T_COST, p: P_COST }, wrapped))
     }
 
-    fn unwrap(&self, info: &KekInfo, wrapped: &[u8], aad: &[u8], what: &str) -> Result<SecretKey32, VaultError> {
+    fn unwrap_key(&self, info: &KekInfo, wrapped: &[u8], aad: &[u8], what: &str) -> Result<SecretKey32, VaultError> {
         let KekInfo::Argon2id { salt, m_kib, t, p } = info else {
             return Err(VaultError::Config(format!(
                 "key {what} is sealed by {info:?}, but this vault is configured with a passphrase"
@@ -206,7 +206,7 @@ impl SealedKey {
         let aad = aad(name, fingerprint);
         let dek = SecretKey32::random();
         let ciphertext = aead_seal(&dek, secret, &aad)?;
-        let (kek, wrapped) = wrapper.wrap(&dek, &aad)?;
+        let (kek, wrapped) = wrapper.wrap_key(&dek, &aad)?;
         Ok(SealedKey {
             format: FORMAT.into(),
             name: name.into(),
@@ -231,7 +231,7 @@ impl SealedKey {
             hex::decode(&self.wrapped_dek).map_err(|_| VaultError::Corrupt(format!("key {what}: bad wrapped key")))?;
         let ct =
             hex::decode(&self.ciphertext).map_err(|_| VaultError::Corrupt(format!("key {what}: bad ciphertext")))?;
-        let dek = wrapper.unwrap(&self.kek, &wrapped, &aad, &what)?;
+        let dek = wrapper.unwrap_key(&self.kek, &wrapped, &aad, &what)?;
         aead_open(&dek, &ct, &aad)
             .map_err(|_| VaultError::Corrupt(format!("key {what}: sealed key fails authentication")))
     }
@@ -243,10 +243,10 @@ mod tests {
 
     struct Fast(SecretKey32);
     impl KeyWrapper for Fast {
-        fn wrap(&self, dek: &SecretKey32, aad: &[u8]) -> Result<(KekInfo, Vec<u8>), VaultError> {
+        fn wrap_key(&self, dek: &SecretKey32, aad: &[u8]) -> Result<(KekInfo, Vec<u8>), VaultError> {
             Ok((KekInfo::AwsKms { key_id: "test".into() }, aead_seal(&self.0, dek.expose(), aad)?))
         }
-        fn unwrap(&self, _: &KekInfo, w: &[u8], aad: &[u8], what: &str) -> Result<SecretKey32, VaultError> {
+        fn unwrap_key(&self, _: &KekInfo, w: &[u8], aad: &[u8], what: &str) -> Result<SecretKey32, VaultError> {
             let d = aead_open(&self.0, w, aad).map_err(|_| VaultError::WrongPassphrase { key: what.into() })?;
             Ok(SecretKey32::from_slice(&d).unwrap())
         }

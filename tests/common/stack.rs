@@ -145,6 +145,37 @@ impl Stack {
         (o.status.code().unwrap_or(-1), ev)
     }
 
+    /// `signet submit` without waiting (the broker confirmed the job when it returns).
+    pub fn submit(&self, job_id: &str, prefix: &str, artifacts: &[&str]) {
+        let mut c = self.signet();
+        c.args([
+            "submit",
+            "--key",
+            "release",
+            "--output-bucket",
+            &self.output,
+            "--output-prefix",
+            prefix,
+            "--job-id",
+            job_id,
+        ]);
+        for a in artifacts {
+            c.arg(format!("s3://{}/{a}", self.input));
+        }
+        ok(&mut c);
+    }
+
+    /// Builds an RPM with a `bytes`-sized payload and uploads it as `fx/big-1.0-1.noarch.rpm`.
+    pub fn upload_big_rpm(&self, bytes: u64) {
+        let dir = self.env.path("big");
+        ok(Command::new("bash")
+            .arg(super::repo().join("tests/support/fixtures.sh"))
+            .arg("rpm")
+            .arg(&dir)
+            .args(["big", &bytes.to_string()]));
+        self.upload("fx/big-1.0-1.noarch.rpm", &dir.join("big-1.0-1.noarch.rpm"));
+    }
+
     /// Every event of this namespace so far (from the events log stream).
     pub fn events(&self) -> Vec<Event> {
         let out = ok(self.signet().arg("events"));
