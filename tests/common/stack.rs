@@ -122,12 +122,22 @@ impl Stack {
 
     /// `signet submit --wait` for one job; returns (exit code, event).
     pub fn submit_wait(&self, job_id: &str, key: &str, prefix: &str, artifacts: &[&str]) -> (i32, Option<Event>) {
+        let mut c = self.submit_cmd(job_id, key, prefix, artifacts);
+        c.args(["--wait", "--timeout", "120"]);
+        let o = run(&mut c);
+        let ev = String::from_utf8_lossy(&o.stdout).lines().find_map(|l| serde_json::from_str(l).ok());
+        (o.status.code().unwrap_or(-1), ev)
+    }
+
+    /// `signet submit` without waiting (the broker confirmed the job when it returns).
+    pub fn submit(&self, job_id: &str, prefix: &str, artifacts: &[&str]) {
+        ok(&mut self.submit_cmd(job_id, "release", prefix, artifacts));
+    }
+
+    fn submit_cmd(&self, job_id: &str, key: &str, prefix: &str, artifacts: &[&str]) -> Command {
         let mut c = self.signet();
         c.args([
             "submit",
-            "--wait",
-            "--timeout",
-            "120",
             "--key",
             key,
             "--output-bucket",
@@ -140,29 +150,7 @@ impl Stack {
         for a in artifacts {
             c.arg(format!("s3://{}/{a}", self.input));
         }
-        let o = run(&mut c);
-        let ev = String::from_utf8_lossy(&o.stdout).lines().find_map(|l| serde_json::from_str(l).ok());
-        (o.status.code().unwrap_or(-1), ev)
-    }
-
-    /// `signet submit` without waiting (the broker confirmed the job when it returns).
-    pub fn submit(&self, job_id: &str, prefix: &str, artifacts: &[&str]) {
-        let mut c = self.signet();
-        c.args([
-            "submit",
-            "--key",
-            "release",
-            "--output-bucket",
-            &self.output,
-            "--output-prefix",
-            prefix,
-            "--job-id",
-            job_id,
-        ]);
-        for a in artifacts {
-            c.arg(format!("s3://{}/{a}", self.input));
-        }
-        ok(&mut c);
+        c
     }
 
     /// Builds an RPM with a `bytes`-sized payload and uploads it as `fx/big-1.0-1.noarch.rpm`.
