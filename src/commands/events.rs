@@ -9,19 +9,15 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
 use crate::cli::EventsArgs;
-use crate::queue::{self, Topology};
+use crate::queue::Client;
 
 /// Without --follow, stop after this long without a new event (the history is read).
 const IDLE: Duration = Duration::from_secs(2);
 
 pub(super) fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let url = queue::amqp_url_from_env().map_err(anyhow::Error::msg)?;
-    let topology = Topology::new(&args.broker.namespace);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let conn = queue::connect(&url, "signet-events").await?;
-        let ch = conn.create_channel().await?;
-        topology.declare(&ch).await?;
+        let Client { ch, topology, .. } = Client::open(&args.broker.namespace, "signet-events").await?;
         ch.basic_qos(100, BasicQosOptions::default()).await?;
         let mut consume_args = FieldTable::default();
         consume_args.insert("x-stream-offset".into(), AMQPValue::LongString("first".into()));

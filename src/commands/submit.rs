@@ -12,7 +12,7 @@ use lapin::types::{FieldTable, ShortString};
 use crate::cli::SubmitArgs;
 use crate::event::Event;
 use crate::job::{ArtifactSpec, Job, OutputSpec};
-use crate::queue::{self, Publisher, Topology};
+use crate::queue::{self, Client, Publisher};
 
 pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
@@ -49,13 +49,9 @@ pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let body = serde_json::to_vec(&job)?;
     Job::parse(&body)?;
 
-    let url = queue::amqp_url_from_env().map_err(anyhow::Error::msg)?;
-    let topology = Topology::new(&args.broker.namespace);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let conn = queue::connect(&url, "signet-submit").await?;
-        let ch = conn.create_channel().await?;
-        topology.declare(&ch).await?;
+        let Client { url, conn, ch, topology } = Client::open(&args.broker.namespace, "signet-submit").await?;
 
         // Subscribe before publishing, so the event cannot be missed.
         let mut events = if args.wait {

@@ -20,6 +20,8 @@ pub enum QueueError {
     Amqp(#[from] lapin::Error),
     #[error("broker refused message: {0}")]
     Nacked(String),
+    #[error("broker configuration: {0}")]
+    Config(String),
 }
 
 /// The broker-side names of one signet deployment.
@@ -110,6 +112,27 @@ pub fn amqp_user(url: &str) -> Option<String> {
 pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
     let props = ConnectionProperties::default().with_connection_name(name.into()).enable_auto_recover();
     Ok(Connection::connect(url, props).await?)
+}
+
+/// A client's session (producer or event reader): the broker URL from the environment, one
+/// channel, and the namespace's topology declared on it.
+pub struct Client {
+    pub url: String,
+    pub conn: Connection,
+    pub ch: Channel,
+    pub topology: Topology,
+}
+
+impl Client {
+    /// Connects as `name` and declares the topology of `namespace`.
+    pub async fn open(namespace: &str, name: &str) -> Result<Self, QueueError> {
+        let url = amqp_url_from_env().map_err(QueueError::Config)?;
+        let topology = Topology::new(namespace);
+        let conn = connect(&url, name).await?;
+        let ch = conn.create_channel().await?;
+        topology.declare(&ch).await?;
+        Ok(Client { url, conn, ch, topology })
+    }
 }
 
 /// A channel in confirm mode: every publish waits for the broker's ack.
