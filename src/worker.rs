@@ -350,7 +350,14 @@ impl<S: ObjectStore + 'static> Worker<S> {
                     Some(a.uri()),
                 ));
             }
-            artifacts.push(Artifact { path, name: a.name().to_owned(), source: a.uri(), format: a.format });
+            artifacts.push(Artifact {
+                path,
+                name: a.name().to_owned(),
+                source: a.uri(),
+                format: a.format,
+                // Hashed while streaming it from S3: no second read.
+                digest: Some((got.sha256, got.size)),
+            });
         }
 
         let ctx =

@@ -19,7 +19,13 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
             .and_then(|n| n.to_str())
             .with_context(|| format!("{} has no usable file name", path.display()))?
             .to_owned();
-        artifacts.push(Artifact { path: path.clone(), name, source: path.display().to_string(), format: args.format });
+        artifacts.push(Artifact {
+            path: path.clone(),
+            name,
+            source: path.display().to_string(),
+            format: args.format,
+            digest: None,
+        });
     }
     let vault = open_vault(&args.vault)?;
     let mut key = vault.signing_key(&args.key)?;

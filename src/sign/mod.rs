@@ -126,6 +126,9 @@ pub struct Artifact {
     /// Where it came from, for the manifest.
     pub source: String,
     pub format: Format,
+    /// SHA-256 (hex) and size of the file when the caller already hashed it while fetching
+    /// it; otherwise the file is read once more to hash it.
+    pub digest: Option<(String, u64)>,
 }
 
 /// An output file in the staging directory.
@@ -270,7 +273,10 @@ pub fn sign_batch(
     let mut outputs = Vec::new();
     let mut records = Vec::new();
     for (i, (a, format)) in artifacts.iter().zip(formats).enumerate() {
-        let (in_sha, in_size) = digest_file(&a.path)?;
+        let (in_sha, in_size) = match &a.digest {
+            Some(d) => d.clone(),
+            None => digest_file(&a.path)?,
+        };
         let mut input = BufReader::with_capacity(256 * 1024, File::open(&a.path)?);
         let mut record = ArtifactRecord {
             source: a.source.clone(),
