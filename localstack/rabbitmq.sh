@@ -10,7 +10,9 @@
 #        The node listens on 127.0.0.1 only (AMQP and Erlang distribution).
 # stop:  stops the node only if this script started it (state file
 #        rabbitmq-<port>/started-by-signet); never touches a reused broker.
-# ctl:   rabbitmqctl against our private node, e.g. `rabbitmq.sh ctl list_queues`.
+# ctl:   rabbitmqctl against our private node if this script started one, else against
+#        the reused broker's node (the system rabbitmqctl; needs root or the rabbitmq
+#        user), e.g. `rabbitmq.sh ctl list_queues`. The tests create users with it.
 #
 # Env: SIGNET_AMQP_PORT (5672), SIGNET_STACK_DIR, SIGNET_RABBITMQ_NODENAME
 #      (signet-<port>@localhost), SIGNET_RABBITMQ_DIST_PORT (port+20000),
@@ -191,6 +193,14 @@ case "${1:-}" in
 start) rmq_start ;;
 stop) rmq_stop ;;
 status) rmq_status ;;
-ctl) shift; rmq "$RMQ_SBIN/rabbitmqctl" -n "$RMQ_NODE" "$@" ;;
+ctl)
+    shift
+    if [ -f "$RMQ_STATE" ]; then
+        rmq "$RMQ_SBIN/rabbitmqctl" -n "$RMQ_NODE" "$@"
+    else
+        command -v rabbitmqctl >/dev/null || die "no private node and no rabbitmqctl for the reused broker"
+        rabbitmqctl "$@"
+    fi
+    ;;
 *) echo "usage: $0 start|stop|status|ctl ARGS  (port: SIGNET_AMQP_PORT=$SIGNET_AMQP_PORT)" >&2; exit 64 ;;
 esac

@@ -19,12 +19,27 @@ pub struct Cli {
 /// Where the sealed keys are. Secrets come from files or the environment, never arguments.
 #[derive(Debug, Args, Clone)]
 pub struct VaultArgs {
-    /// The vault: `dir:PATH` (or a directory path).
+    /// The vault: `dir:PATH` (or a directory path) or `s3://BUCKET/PREFIX`, optionally
+    /// followed by `?kms-key-id=ID` to seal new keys with AWS KMS data keys.
     #[arg(long, env = "SIGNET_VAULT", default_value = "dir:./vault")]
     pub vault: String,
-    /// File holding the vault passphrase (needed to create or use keys).
+    /// File holding the vault passphrase (needed for passphrase-sealed keys).
     #[arg(long, env = "SIGNET_VAULT_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+}
+
+/// AWS endpoints (unset: AWS itself). Credentials and region come from the standard AWS
+/// environment (variables, profile, instance role).
+#[derive(Debug, Args, Clone)]
+pub struct EndpointArgs {
+    /// S3-compatible endpoint for artifacts, outputs, the vault and the audit log.
+    #[arg(long, env = "SIGNET_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// KMS endpoint.
+    #[arg(long, env = "SIGNET_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +57,22 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Print completion events as JSON lines.
     Events(EventsArgs),
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of the audit log; print the first break (exit 1) or its head.
+    Verify {
+        /// The audit log: s3://BUCKET/PREFIX.
+        #[arg(long, env = "SIGNET_AUDIT")]
+        audit: String,
+        /// S3-compatible endpoint (unset: AWS).
+        #[arg(long, env = "SIGNET_S3_ENDPOINT")]
+        s3_endpoint: Option<String>,
+    },
 }
 
 /// Broker settings. The URL (it holds a password) comes from SIGNET_AMQP_URL or the file
@@ -59,9 +90,19 @@ pub struct WorkerArgs {
     pub broker: BrokerArgs,
     #[command(flatten)]
     pub vault: VaultArgs,
-    /// S3-compatible endpoint (unset: AWS).
-    #[arg(long, env = "SIGNET_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
+    /// The policy file (TOML): which producer may sign with which key, from where, to where.
+    #[arg(long, env = "SIGNET_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: run without a policy, letting every producer use every key.
+    #[arg(long, conflicts_with = "policy")]
+    pub insecure_no_policy: bool,
+    /// The audit log every signature and denial is appended to: s3://BUCKET/PREFIX.
+    #[arg(long, env = "SIGNET_AUDIT")]
+    pub audit: String,
+    /// Seconds an unsealed key is reused before it is unsealed again (0: every job). A
+    /// rotation takes effect at once regardless; revoking KMS access takes up to this long.
+    #[arg(long, env = "SIGNET_KEY_CACHE_SECONDS", default_value_t = 300)]
+    pub key_cache_seconds: u64,
     /// Jobs processed at once (the consumer prefetch).
     #[arg(long, env = "SIGNET_CONCURRENCY", default_value_t = 2)]
     pub concurrency: u16,
@@ -141,7 +182,18 @@ pub enum KeysCommand {
         #[command(flatten)]
         vault: VaultArgs,
     },
-    /// Print the armored public key(s) of NAME.
+    /// Make a new key under NAME and make it the active one; the old keys stay for
+    /// verification and are still exported.
+    Rotate {
+        name: KeyName,
+        /// Algorithm of the new key (default: that of the current active key).
+        #[arg(long, value_enum)]
+        algo: Option<Algo>,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Print the armored public keys of NAME: every key it has had, so that consumers trust
+    /// the old and the new key during a rollover.
     Export {
         name: KeyName,
         #[command(flatten)]

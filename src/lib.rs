@@ -3,7 +3,11 @@
 //! Module map:
 //! - [`key`]: OpenPGP keys (generation, import, the unsealed [`key::SigningKey`]).
 //! - [`check`]: signature checks against trusted certificates.
-//! - [`vault`]: keys sealed at rest (envelope encryption), unsealed only in memory.
+//! - [`vault`]: keys sealed at rest (envelope encryption, passphrase or AWS KMS), in a
+//!   directory or S3, unsealed only in memory; rotation.
+//! - [`policy`]: which producer may sign with which key, from where, to where.
+//! - [`audit`]: the hash-chained audit trail of signatures and denials.
+//! - [`harden`]: no core dumps of a process holding keys.
 //! - [`sign`]: the signing core (RPM, DEB, detached, APT Release, SHA256SUMS, manifest):
 //!   synchronous, readers in and writers out, time injected, no network I/O.
 //! - [`job`] and [`event`]: the message contract (sign jobs in, CloudEvents out).
@@ -13,13 +17,16 @@
 //! - [`cli`] and [`commands`]: the `signet` command line.
 //! - [`logging`]: tracing setup.
 
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod event;
+pub mod harden;
 pub mod job;
 pub mod key;
 pub mod logging;
+pub mod policy;
 pub mod queue;
 pub mod sign;
 pub mod store;

@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything can hold a key or a passphrase.
+    if let Err(e) = signet::harden::no_core_dumps() {
+        eprintln!("signet: error: cannot disable core dumps: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = signet::cli::Cli::parse();
     signet::logging::init();
     match signet::commands::run(cli) {

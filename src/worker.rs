@@ -10,6 +10,13 @@
 //!
 //! A crash at any point leaves the message unacked, so it is redelivered; a redelivered job
 //! whose manifest exists with the same inputs re-publishes its event without signing again.
+//!
+//! Authorization comes first: the policy checks the broker-verified `user_id` against the
+//! job's key, sources, output location (before anything is read) and formats (after
+//! detection, before signing). A denial is appended to the audit log, then failed as
+//! `unauthorized`. Every signing run is appended to the audit log after the signatures are
+//! made and checked and before any output is written, so nothing signed becomes visible
+//! without its audit record.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
-use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
@@ -29,9 +35,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::audit::{AuditArtifact, AuditLog, AuditOutput, AuditRecord, Outcome};
 use crate::event::{ErrorCode, ErrorInfo, Event, EventData, ObjectRef, OutputRef};
 use crate::job::{Job, OutputSpec};
 use crate::key::SigningKey;
+use crate::policy::{Authorizer, Denied};
 use crate::queue::{self, Publisher, Topology};
 use crate::sign::manifest::Manifest;
 use crate::sign::{self, Artifact, BatchContext, MANIFEST, SignError};
@@ -58,6 +66,8 @@ pub struct WorkerConfig {
     pub source: String,
     /// Retry policy for store operations within one delivery.
     pub retry: ExponentialBuilder,
+    /// How long an unsealed key is reused before it is unsealed again.
+    pub key_cache_ttl: Duration,
 }
 
 impl WorkerConfig {
@@ -102,6 +112,8 @@ impl From<VaultError> for Failure {
     fn from(e: VaultError) -> Self {
         match e {
             VaultError::UnknownKey(_) => permanent(ErrorCode::UnknownKey, e.to_string(), None),
+            // KMS said no (access denied, key disabled): the same key will be refused again.
+            VaultError::KmsDenied { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
             // A vault that cannot be read or unsealed is the operator's problem, not the job's:
             // retry, and dead-letter as internal if it does not recover.
             other => Failure::Transient(other.to_string()),
@@ -109,22 +121,29 @@ impl From<VaultError> for Failure {
     }
 }
 
+/// Unsealed keys by (name, fingerprint), with when they were unsealed.
+type KeyCache = HashMap<(String, String), (Arc<SigningKey>, Instant)>;
+
 /// A worker's shared state.
 pub struct Worker<S> {
     cfg: WorkerConfig,
     store: S,
     vault: Arc<Vault>,
-    keys: tokio::sync::Mutex<HashMap<String, Arc<SigningKey>>>,
+    authorizer: Authorizer,
+    audit: AuditLog,
+    keys: tokio::sync::Mutex<KeyCache>,
     /// Job ids in flight in this process (the broker lock only excludes other connections).
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<S: ObjectStore + 'static> Worker<S> {
-    pub fn new(cfg: WorkerConfig, store: S, vault: Vault) -> Arc<Self> {
+    pub fn new(cfg: WorkerConfig, store: S, vault: Vault, authorizer: Authorizer, audit: AuditLog) -> Arc<Self> {
         Arc::new(Worker {
             cfg,
             store,
             vault: Arc::new(vault),
+            authorizer,
+            audit,
             keys: tokio::sync::Mutex::new(HashMap::new()),
             in_flight: Default::default(),
         })
@@ -196,14 +215,14 @@ impl<S: ObjectStore + 'static> Worker<S> {
         // x-delivery-count counts earlier deliveries; this is delivery number `attempt`.
         let attempt = queue::int_header(&d.properties, "x-delivery-count").unwrap_or(0) + 1;
         let message_id = d.properties.message_id().as_ref().map(|m| m.to_string());
-        let producer = d.properties.user_id().as_ref().map(|u| u.to_string()).unwrap_or_default();
+        let producer = d.properties.user_id().as_ref().map(|u| u.to_string());
         let job_id =
             Job::salvage_id(&d.data, message_id.as_deref()).map(|j| j.to_string()).unwrap_or_else(|| "unknown".into());
-        let span = info_span!("job", job.id = %job_id, attempt, producer = %producer, key = tracing::field::Empty,
+        let span = info_span!("job", job.id = %job_id, attempt, producer = producer.as_deref().unwrap_or(""), key = tracing::field::Empty,
             artifacts = tracing::field::Empty, outcome = tracing::field::Empty);
         async move {
             info!(redelivered = d.redelivered, "job started");
-            let result = self.process(&d.data, &d.properties, conn).await;
+            let result = self.process(&d.data, producer.as_deref(), conn).await;
             let outcome = self.settle(&d, publisher, &job_id, attempt, result).await;
             tracing::Span::current().record("outcome", outcome);
             info!(outcome, duration_ms = started.elapsed().as_millis() as u64, "job finished");
@@ -274,7 +293,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
     async fn process(
         &self,
         body: &[u8],
-        _props: &BasicProperties,
+        producer: Option<&str>,
         conn: &lapin::Connection,
     ) -> Result<Event, (Option<String>, Failure)> {
         let job = Job::parse(body).map_err(|e| (None, permanent(ErrorCode::InvalidJob, e.to_string(), None)))?;
@@ -282,6 +301,10 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let span = tracing::Span::current();
         span.record("key", job.key.as_str());
         span.record("artifacts", job.artifacts.len());
+        // Before anything is read or answered from an existing manifest.
+        if let Err(denied) = self.authorizer.authorize(&job, producer) {
+            return Err((key_name, self.deny(&job, producer, denied).await));
+        }
         // One attempt per job id at a time, across all workers: an exclusive queue is a lock
         // the broker releases by itself when its holder's connection dies.
         let busy =
@@ -291,7 +314,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
         }
         let result = match JobLock::acquire(conn, &self.cfg.topology, job.job_id.as_str()).await {
             Ok(lock) => {
-                let r = self.sign_job(&job).await.map_err(|f| (key_name, f));
+                let r = self.sign_job(&job, producer).await.map_err(|f| (key_name, f));
                 lock.release().await;
                 r
             }
@@ -310,7 +333,41 @@ impl<S: ObjectStore + 'static> Worker<S> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
-    async fn sign_job(&self, job: &Job) -> Result<Event, Failure> {
+    /// Records a denial in the audit log; returns the job's failure.
+    async fn deny(&self, job: &Job, producer: Option<&str>, denied: Denied) -> Failure {
+        warn!(reason = %denied, "job denied by policy");
+        let mut rec =
+            AuditRecord::new(&self.cfg.source, Outcome::Denied, job.job_id.as_str(), producer, job.key.as_str());
+        rec.reason = Some(denied.to_string());
+        rec.artifacts = job
+            .artifacts
+            .iter()
+            .map(|a| AuditArtifact { source: a.uri(), sha256: a.sha256.as_ref().map(|s| s.to_string()) })
+            .collect();
+        // Which key would have signed, if it exists: the record then says what was refused.
+        let vault = self.vault.clone();
+        let name = job.key.clone();
+        rec.key_fingerprint = tokio::task::spawn_blocking(move || vault.active(&name).ok()).await.ok().flatten();
+        match self.append_audit(rec).await {
+            Ok(()) => permanent(ErrorCode::Unauthorized, denied.to_string(), None),
+            Err(f) => f,
+        }
+    }
+
+    /// Appends to the audit log, retrying store trouble; a log that cannot be written is a
+    /// transient failure of the job (nothing is signed or denied unrecorded).
+    async fn append_audit(&self, rec: AuditRecord) -> Result<(), Failure> {
+        let append = || async { self.audit.append(&self.store, rec.clone()).await };
+        append
+            .retry(self.cfg.retry)
+            .when(StoreError::is_transient)
+            .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "audit append failed"))
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::Transient(format!("audit log {}: {e}", self.audit.location())))
+    }
+
+    async fn sign_job(&self, job: &Job, producer: Option<&str>) -> Result<Event, Failure> {
         // Idempotency: a manifest under the prefix means the job (or another) is done.
         if let Some(ev) = self.existing(job).await? {
             info!("outputs already committed; re-publishing the succeeded event");
@@ -350,11 +407,21 @@ impl<S: ObjectStore + 'static> Worker<S> {
                     Some(a.uri()),
                 ));
             }
+            // The policy limits what a key may produce: check the format signing will use.
+            let format = match a.format {
+                sign::Format::Auto => {
+                    sign::detect_file(&path).map_err(|e| Failure::Transient(format!("staging: {e}")))?
+                }
+                f => f,
+            };
+            if let Err(denied) = self.authorizer.authorize_format(job, producer, format) {
+                return Err(self.deny(job, producer, denied).await);
+            }
             artifacts.push(Artifact {
                 path,
                 name: a.name().to_owned(),
                 source: a.uri(),
-                format: a.format,
+                format,
                 // Hashed while streaming it from S3: no second read.
                 digest: Some((got.sha256, got.size)),
             });
@@ -376,6 +443,9 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 SignError::Io(e) => Failure::Transient(format!("staging: {e}")),
                 other => permanent(ErrorCode::Internal, other.to_string(), None),
             })?;
+
+        // The signatures exist now: record them before any of them can be published.
+        self.append_audit(self.signed_record(job, producer, &batch, &staging)).await?;
 
         // Outputs, then SHA256SUMS(.asc), then manifest.json.asc, then manifest.json last,
         // written only if absent: the commit point.
@@ -410,19 +480,62 @@ impl<S: ObjectStore + 'static> Worker<S> {
         Ok(event_from_manifest(&self.cfg.source, &batch.manifest, &job.output))
     }
 
-    /// Unseals (once per key name) and returns the signing key.
-    async fn signing_key(&self, job: &Job) -> Result<Arc<SigningKey>, Failure> {
-        let mut keys = self.keys.lock().await;
-        if let Some(k) = keys.get(job.key.as_str()) {
-            return Ok(k.clone());
+    /// The audit record of a signed batch: inputs and every file about to be written.
+    fn signed_record(
+        &self,
+        job: &Job,
+        producer: Option<&str>,
+        batch: &sign::Batch,
+        staging: &std::path::Path,
+    ) -> AuditRecord {
+        let m = &batch.manifest;
+        let mut rec =
+            AuditRecord::new(&self.cfg.source, Outcome::Signed, job.job_id.as_str(), producer, job.key.as_str());
+        rec.key_fingerprint = Some(m.key.fingerprint.clone());
+        rec.artifacts = m
+            .artifacts
+            .iter()
+            .map(|a| AuditArtifact { source: a.source.clone(), sha256: Some(a.input.sha256.clone()) })
+            .collect();
+        let object = |name: &str| format!("s3://{}/{}", job.output.bucket, job.output.key(name));
+        rec.outputs =
+            batch.outputs.iter().map(|o| AuditOutput { object: object(&o.name), sha256: o.sha256.clone() }).collect();
+        rec.outputs.push(AuditOutput { object: object(sign::SHA256SUMS), sha256: batch.sha256sums.sha256.clone() });
+        rec.outputs.push(AuditOutput { object: object(MANIFEST), sha256: batch.manifest_digest.sha256.clone() });
+        for small in [sign::SHA256SUMS_ASC, sign::MANIFEST_ASC] {
+            if let Ok((sha256, _)) = sign::digest_file(&staging.join(small)) {
+                rec.outputs.push(AuditOutput { object: object(small), sha256 });
+            }
         }
+        rec
+    }
+
+    /// The active key of the job's key name, unsealed (or reused if unsealed within the
+    /// cache lifetime). The active fingerprint is looked up on every job, so a rotation
+    /// takes effect with the next job.
+    async fn signing_key(&self, job: &Job) -> Result<Arc<SigningKey>, Failure> {
         let vault = self.vault.clone();
         let name = job.key.clone();
-        let key = tokio::task::spawn_blocking(move || vault.signing_key(&name))
+        let fpr = tokio::task::spawn_blocking(move || vault.active(&name))
+            .await
+            .map_err(|e| Failure::Transient(format!("vault task failed: {e}")))??;
+        let mut keys = self.keys.lock().await;
+        let slot = (job.key.to_string(), fpr.clone());
+        if let Some((k, at)) = keys.get(&slot)
+            && at.elapsed() < self.cfg.key_cache_ttl
+        {
+            return Ok(k.clone());
+        }
+        keys.retain(|_, (_, at)| at.elapsed() < self.cfg.key_cache_ttl);
+        let vault = self.vault.clone();
+        let name = job.key.clone();
+        let key = tokio::task::spawn_blocking(move || vault.unseal(&name, &fpr))
             .await
             .map_err(|e| Failure::Transient(format!("vault task failed: {e}")))??;
         let key = Arc::new(key);
-        keys.insert(job.key.to_string(), key.clone());
+        if !self.cfg.key_cache_ttl.is_zero() {
+            keys.insert(slot, (key.clone(), Instant::now()));
+        }
         Ok(key)
     }
 

@@ -1,4 +1,4 @@
-//! `signet keys`: generate, list, export, import.
+//! `signet keys`: generate, rotate, list, export, import.
 
 use std::process::ExitCode;
 
@@ -24,6 +24,10 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                     println!("{:<20} {} {:<8} {:<7} {}", k.name, k.fingerprint, k.algo, state, k.created);
                 }
             }
+        }
+        KeysCommand::Rotate { name, algo, vault } => {
+            let info = open_vault(&vault)?.rotate(&name, algo)?;
+            println!("{} {} {} active", info.name, info.fingerprint, info.algo);
         }
         KeysCommand::Export { name, vault } => {
             print!("{}", open_vault(&vault)?.export(&name)?);

@@ -1,5 +1,6 @@
 //! What each `signet` subcommand does.
 
+mod audit;
 mod events;
 mod keys;
 mod sign;
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command, VaultArgs};
 use crate::vault::Vault;
+use crate::vault::aws::AwsEndpoints;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -21,10 +23,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker::run(args),
         Command::Submit(args) => submit::run(args),
         Command::Events(args) => events::run(args),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }
 
 /// Opens the vault the arguments name.
 pub(crate) fn open_vault(args: &VaultArgs) -> anyhow::Result<Vault> {
-    Ok(Vault::open(&args.vault, args.passphrase_file.as_deref())?)
+    let endpoints = AwsEndpoints { s3: args.endpoints.s3_endpoint.clone(), kms: args.endpoints.kms_endpoint.clone() };
+    Ok(Vault::open(&args.vault, args.passphrase_file.as_deref(), &endpoints)?)
 }

@@ -4,15 +4,36 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 use super::open_vault;
+use crate::audit::AuditLog;
 use crate::cli::WorkerArgs;
+use crate::policy::{Authorizer, Policy};
 use crate::queue::{self, Topology};
 use crate::store::s3::S3Store;
 use crate::worker::{Worker, WorkerConfig};
 
 pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let authorizer = match (&args.policy, args.insecure_no_policy) {
+        (Some(path), _) => {
+            let policy = Policy::load(path)?;
+            let keys: Vec<_> = policy.keys().map(|k| k.to_string()).collect();
+            info!(policy = %path.display(), ?keys, "policy loaded");
+            Authorizer::Policy(policy)
+        }
+        (None, true) => {
+            for _ in 0..3 {
+                error!(
+                    "INSECURE: running with --insecure-no-policy: ANY producer may sign ANYTHING with ANY key. \
+                     Development only; give a policy with SIGNET_POLICY"
+                );
+            }
+            Authorizer::AllowAll
+        }
+        (None, false) => anyhow::bail!("no policy: set SIGNET_POLICY (or, for development only, --insecure-no-policy)"),
+    };
+    let audit = AuditLog::new(&args.audit).map_err(anyhow::Error::msg)?;
     let vault = open_vault(&args.vault)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -33,10 +54,12 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         work_dir: args.work_dir.unwrap_or_else(|| std::env::temp_dir().join("signet-work")),
         source: format!("signet/worker/{host}/{}", std::process::id()),
         retry: WorkerConfig::default_retry(),
+        key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
     };
+    info!(audit = %audit.location(), key_cache_seconds = args.key_cache_seconds, "audit log");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let store = S3Store::from_env(args.s3_endpoint.as_deref()).await;
+        let store = S3Store::from_env(args.vault.endpoints.s3_endpoint.as_deref()).await;
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
@@ -50,7 +73,7 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             }
             signals.cancel();
         });
-        Worker::new(cfg, store, vault).run(shutdown).await
+        Worker::new(cfg, store, vault, authorizer, audit).run(shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

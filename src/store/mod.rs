@@ -65,4 +65,13 @@ pub trait ObjectStore: Send + Sync {
         content_type: &str,
         if_absent: bool,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    /// Uploads bytes, like [`ObjectStore::put_file`].
+    fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        if_absent: bool,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 }

@@ -142,10 +142,52 @@ impl ObjectStore for S3Store {
             key: key.into(),
             source: std::io::Error::other(e),
         })?;
+        self.put(bucket, key, body, content_type, if_absent).await
+    }
+
+    async fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        if_absent: bool,
+    ) -> Result<(), StoreError> {
+        self.put(bucket, key, ByteStream::from(bytes), content_type, if_absent).await
+    }
+}
+
+impl S3Store {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        content_type: &str,
+        if_absent: bool,
+    ) -> Result<(), StoreError> {
         let mut req = self.client.put_object().bucket(bucket).key(key).body(body).content_type(content_type);
         if if_absent {
             req = req.if_none_match("*");
         }
         req.send().await.map(|_| ()).map_err(|e| classify(e, bucket, key))
+    }
+
+    /// Every key under `prefix` in `bucket`, in S3's (lexicographic) order.
+    pub async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self.client.list_objects_v2().bucket(bucket).prefix(prefix);
+            if let Some(t) = token.take() {
+                req = req.continuation_token(t);
+            }
+            let page = req.send().await.map_err(|e| classify(e, bucket, prefix))?;
+            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
     }
 }

@@ -1,11 +1,26 @@
 //! The vault: signing keys stored sealed (envelope-encrypted) and unsealed only in memory.
 //!
-//! A [`Vault`] joins a [`SealedStore`] (where sealed records live: a local directory) with a
-//! [`seal::KeyWrapper`] (what wraps their data keys: a passphrase-derived key). Each key name
-//! may hold several keys (rotation); one of them is active and signs.
+//! A [`Vault`] joins a [`SealedStore`] (where sealed records live: a local directory or an
+//! S3 bucket) with a [`seal::KeyWrapper`] (what makes and wraps their data keys: a
+//! passphrase-derived key, or AWS KMS). Each key name may hold several keys (rotation); one
+//! of them is active and signs, the others stay for verification.
+//!
+//! `SIGNET_VAULT` URIs:
+//! - `dir:PATH` (or a plain path): records under a local directory;
+//! - `s3://BUCKET[/PREFIX]`: records in S3;
+//! - either followed by `?kms-key-id=ID` (a KMS key id, ARN or `alias/NAME`): new keys are
+//!   sealed with KMS data keys instead of the passphrase.
+//!
+//! Unsealing follows each record: passphrase-sealed records need the passphrase file,
+//! KMS-sealed ones a KMS that grants `Decrypt` on the key the record names.
 
+pub mod aws;
 pub mod dir;
+pub mod kms;
+pub mod s3;
 pub mod seal;
+
+use std::sync::Arc;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -14,7 +29,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{self, Algo, KeyError, SigningKey};
-use seal::{KeyWrapper, Passphrase, PassphraseWrapper, SealedKey};
+use aws::{AwsEndpoints, AwsRuntime};
+use kms::KmsWrapper;
+use seal::{KekInfo, KeyWrapper, Passphrase, PassphraseWrapper, SealContext, SealedKey, SecretKey32};
 
 /// Vault errors. Messages name the key or path, never secret material.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +45,12 @@ pub enum VaultError {
     WrongPassphrase { key: String },
     #[error("vault configuration: {0}")]
     Config(String),
+    /// KMS refused to make or unwrap a data key: retrying will not help.
+    #[error("KMS refused {op} for key {key} (KMS key {kms_key}): {message}")]
+    KmsDenied { key: String, kms_key: String, op: String, message: String },
+    /// KMS or the vault's store did not answer properly: worth retrying.
+    #[error("vault backend unavailable: {0}")]
+    Unavailable(String),
     #[error("vault record corrupt: {0}")]
     Corrupt(String),
     #[error("vault I/O on {path}: {source}")]
@@ -118,21 +141,116 @@ impl fmt::Debug for Vault {
     }
 }
 
-impl Vault {
-    /// Opens the vault named by `uri` (`dir:PATH` or a plain path), with the passphrase from
-    /// `passphrase_file` if given (needed to create or unseal keys, not to list or export).
-    pub fn open(uri: &str, passphrase_file: Option<&std::path::Path>) -> Result<Self, VaultError> {
-        let path = uri.strip_prefix("dir:").unwrap_or(uri);
-        if path.is_empty() || uri.contains("://") {
-            return Err(VaultError::Config(format!(
-                "unsupported SIGNET_VAULT {uri:?}: use dir:PATH or a directory path"
-            )));
+/// A parsed `SIGNET_VAULT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultLocation {
+    Dir(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+/// Parses a `SIGNET_VAULT` URI into where records live and the KMS key to seal with.
+pub fn parse_uri(uri: &str) -> Result<(VaultLocation, Option<String>), VaultError> {
+    let bad = |why: &str| {
+        VaultError::Config(format!(
+            "unsupported SIGNET_VAULT {uri:?}: {why} (use dir:PATH or s3://BUCKET/PREFIX, optionally \
+             followed by ?kms-key-id=ID)"
+        ))
+    };
+    let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let mut kms_key = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("kms-key-id", v)) if !v.is_empty() => kms_key = Some(v.to_owned()),
+            _ => return Err(bad(&format!("unknown parameter {pair:?}"))),
         }
-        let wrapper = match passphrase_file {
-            Some(p) => Some(Box::new(PassphraseWrapper::new(Passphrase::from_file(p)?)) as Box<dyn KeyWrapper>),
+    }
+    let location = if let Some(rest) = base.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket"));
+        }
+        VaultLocation::S3 { bucket: bucket.to_owned(), prefix: prefix.to_owned() }
+    } else if base.contains("://") {
+        return Err(bad("unknown scheme"));
+    } else {
+        let path = base.strip_prefix("dir:").unwrap_or(base);
+        if path.is_empty() {
+            return Err(bad("empty path"));
+        }
+        VaultLocation::Dir(PathBuf::from(path))
+    };
+    Ok((location, kms_key))
+}
+
+/// The passphrase and/or KMS, each used for the records it sealed.
+struct Wrappers {
+    passphrase: Option<PassphraseWrapper>,
+    kms: Option<KmsWrapper>,
+    seal_with_kms: bool,
+}
+
+impl Wrappers {
+    fn no_passphrase(what: &str) -> VaultError {
+        VaultError::Config(format!("key {what} is sealed with the passphrase: set SIGNET_VAULT_PASSPHRASE_FILE"))
+    }
+}
+
+impl KeyWrapper for Wrappers {
+    fn new_data_key(&self, ctx: &SealContext) -> Result<(SecretKey32, KekInfo, Vec<u8>), VaultError> {
+        match (&self.kms, &self.passphrase) {
+            (Some(k), _) if self.seal_with_kms => k.new_data_key(ctx),
+            (_, Some(p)) => p.new_data_key(ctx),
+            _ => Err(VaultError::Config(
+                "nothing to seal keys with: set SIGNET_VAULT_PASSPHRASE_FILE, or add ?kms-key-id=ID to SIGNET_VAULT"
+                    .into(),
+            )),
+        }
+    }
+
+    fn unwrap_key(&self, info: &KekInfo, wrapped: &[u8], ctx: &SealContext) -> Result<SecretKey32, VaultError> {
+        match info {
+            KekInfo::Argon2id { .. } => {
+                self.passphrase.as_ref().ok_or_else(|| Self::no_passphrase(&ctx.what()))?.unwrap_key(info, wrapped, ctx)
+            }
+            KekInfo::AwsKms { .. } => self
+                .kms
+                .as_ref()
+                .ok_or_else(|| VaultError::Config(format!("key {} is sealed with KMS: unreachable", ctx.what())))?
+                .unwrap_key(info, wrapped, ctx),
+        }
+    }
+}
+
+impl Vault {
+    /// Opens the vault named by `uri` (see the module docs), with the passphrase from
+    /// `passphrase_file` if given (needed for passphrase-sealed keys, not to list or export).
+    pub fn open(
+        uri: &str,
+        passphrase_file: Option<&std::path::Path>,
+        endpoints: &AwsEndpoints,
+    ) -> Result<Self, VaultError> {
+        let (location, kms_key) = parse_uri(uri)?;
+        let passphrase = match passphrase_file {
+            Some(p) => Some(PassphraseWrapper::new(Passphrase::from_file(p)?)),
             None => None,
         };
-        Ok(Vault { store: Box::new(dir::DirStore::new(PathBuf::from(path))), wrapper })
+        // One AWS runtime for the store and KMS, made only if either is in S3/KMS. A vault
+        // without a KMS key still gets a KMS client when it is in S3, to unseal records an
+        // earlier configuration sealed with KMS.
+        let needs_aws = kms_key.is_some() || matches!(location, VaultLocation::S3 { .. });
+        let aws = if needs_aws { Some(Arc::new(AwsRuntime::new()?)) } else { None };
+        let store: Box<dyn SealedStore> = match &location {
+            VaultLocation::Dir(path) => Box::new(dir::DirStore::new(path.clone())),
+            VaultLocation::S3 { bucket, prefix } => {
+                let aws = aws.clone().ok_or_else(|| VaultError::Config("no AWS runtime".into()))?;
+                Box::new(s3::S3SealedStore::new(aws, endpoints, bucket, prefix))
+            }
+        };
+        let seal_with_kms = kms_key.is_some();
+        let kms = aws.map(|aws| KmsWrapper::new(aws, endpoints, kms_key));
+        let wrapper = Wrappers { passphrase, kms, seal_with_kms };
+        let usable = wrapper.passphrase.is_some() || wrapper.kms.is_some();
+        Ok(Vault { store, wrapper: usable.then(|| Box::new(wrapper) as Box<dyn KeyWrapper>) })
     }
 
     /// A vault over any store and wrapper.
@@ -141,9 +259,9 @@ impl Vault {
     }
 
     fn wrapper(&self) -> Result<&dyn KeyWrapper, VaultError> {
-        self.wrapper
-            .as_deref()
-            .ok_or_else(|| VaultError::Config("no passphrase: set SIGNET_VAULT_PASSPHRASE_FILE".into()))
+        self.wrapper.as_deref().ok_or_else(|| {
+            VaultError::Config("no passphrase: set SIGNET_VAULT_PASSPHRASE_FILE (or use a KMS-sealed vault)".into())
+        })
     }
 
     /// Generates a key, seals it and makes it the active key of a new name.
@@ -209,15 +327,54 @@ impl Vault {
         Ok(records.into_iter().map(|r| r.public_key).collect::<Vec<_>>().join(""))
     }
 
+    /// Makes a new key under an existing name and makes it the active one. The old keys
+    /// stay (for verification and `keys export`); `algo` defaults to the active key's.
+    pub fn rotate(&self, name: &KeyName, algo: Option<Algo>) -> Result<KeyInfo, VaultError> {
+        let records = self.store.records(name)?;
+        let active = self.store.active(name)?;
+        let current = records
+            .iter()
+            .find(|r| Some(r.fingerprint.as_str()) == active.as_deref())
+            .or(records.last())
+            .ok_or_else(|| VaultError::UnknownKey(name.to_string()))?;
+        let algo = match algo {
+            Some(a) => a,
+            None => match current.algo.as_str() {
+                "ed25519" | "eddsa" => Algo::Ed25519,
+                "rsa4096" => Algo::Rsa4096,
+                other => {
+                    return Err(VaultError::Config(format!(
+                        "key {name} uses {other}, which signet cannot generate: choose --algo"
+                    )));
+                }
+            },
+        };
+        let uid = key::parse_certs(current.public_key.as_bytes())?
+            .first()
+            .and_then(|c| c.userids().next().map(|u| String::from_utf8_lossy(u.userid().value()).into_owned()))
+            .unwrap_or_else(|| format!("signet {name} signing key"));
+        let cert = key::generate(algo, &uid, SystemTime::now())?;
+        self.store_new(name, cert, &algo.to_string())
+    }
+
+    /// The fingerprint of the active key of `name`.
+    pub fn active(&self, name: &KeyName) -> Result<String, VaultError> {
+        self.store.active(name)?.ok_or_else(|| VaultError::UnknownKey(name.to_string()))
+    }
+
     /// Unseals the active key of `name`.
     pub fn signing_key(&self, name: &KeyName) -> Result<SigningKey, VaultError> {
-        let fpr = self.store.active(name)?.ok_or_else(|| VaultError::UnknownKey(name.to_string()))?;
+        self.unseal(name, &self.active(name)?)
+    }
+
+    /// Unseals key `fpr` of `name`.
+    pub fn unseal(&self, name: &KeyName, fpr: &str) -> Result<SigningKey, VaultError> {
         let record = self
             .store
             .records(name)?
             .into_iter()
             .find(|r| r.fingerprint == fpr)
-            .ok_or_else(|| VaultError::Corrupt(format!("active key {fpr} of {name} has no record")))?;
+            .ok_or_else(|| VaultError::Corrupt(format!("key {fpr} of {name} has no record")))?;
         if record.name != name.as_str() {
             return Err(VaultError::Corrupt(format!("record for {name} claims name {:?}", record.name)));
         }

@@ -1,6 +1,7 @@
 //! Envelope encryption of secret keys: a random data key (DEK) encrypts the key with
 //! XChaCha20-Poly1305, and a key-encryption key (KEK) wraps the DEK. The KEK comes from a
-//! passphrase through Argon2id here; other wrappers (a KMS) plug in through [`KeyWrapper`].
+//! passphrase through Argon2id here, or the DEK comes from AWS KMS (`kms.rs`); both are a
+//! [`KeyWrapper`].
 
 use std::fmt;
 
@@ -87,12 +88,32 @@ pub enum KekInfo {
     AwsKms { key_id: String },
 }
 
-/// Wraps and unwraps data keys.
+/// What a data key is bound to: the key's name and fingerprint. The passphrase wrapper
+/// binds them as AEAD associated data, KMS as the encryption context.
+#[derive(Debug, Clone, Copy)]
+pub struct SealContext<'a> {
+    pub name: &'a str,
+    pub fingerprint: &'a str,
+}
+
+impl SealContext<'_> {
+    /// The associated data of every AEAD operation for this key.
+    pub fn aad(&self) -> Vec<u8> {
+        format!("{FORMAT}\0{}\0{}", self.name, self.fingerprint).into_bytes()
+    }
+
+    /// How errors name the key: `NAME (FINGERPRINT)`.
+    pub fn what(&self) -> String {
+        format!("{} ({})", self.name, self.fingerprint)
+    }
+}
+
+/// Makes and unwraps data keys.
 pub trait KeyWrapper: Send + Sync {
-    /// Wraps `dek`, binding it to `aad`.
-    fn wrap_key(&self, dek: &SecretKey32, aad: &[u8]) -> Result<(KekInfo, Vec<u8>), VaultError>;
-    /// Unwraps a DEK wrapped by [`KeyWrapper::wrap`]; `what` names the key in errors.
-    fn unwrap_key(&self, info: &KekInfo, wrapped: &[u8], aad: &[u8], what: &str) -> Result<SecretKey32, VaultError>;
+    /// A fresh data key, and how it is wrapped, bound to `ctx`.
+    fn new_data_key(&self, ctx: &SealContext) -> Result<(SecretKey32, KekInfo, Vec<u8>), VaultError>;
+    /// Unwraps a data key made by [`KeyWrapper::new_data_key`].
+    fn unwrap_key(&self, info: &KekInfo, wrapped: &[u8], ctx: &SealContext) -> Result<SecretKey32, VaultError>;
 }
 
 /// Argon2id costs: RFC 9106's second recommended option (64 MiB, 3 passes, 1 lane).
@@ -124,19 +145,19 @@ impl PassphraseWrapper {
 }
 
 impl KeyWrapper for PassphraseWrapper {
-    fn wrap_key(&self, dek: &SecretKey32, aad: &[u8]) -> Result<(KekInfo, Vec<u8>), VaultError> {
+    fn new_data_key(&self, ctx: &SealContext) -> Result<(SecretKey32, KekInfo, Vec<u8>), VaultError> {
+        let dek = SecretKey32::random();
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let kek = self.kek(&salt, M_KIB, T_COST, P_COST)?;
-        let wrapped = aead_seal(&kek, dek.expose(), aad)?;
-        Ok((KekInfo::Argon2id { salt: hex::encode(salt), m_kib: M_KIB, t: T_COST, p: P_COST }, wrapped))
+        let wrapped = aead_seal(&kek, dek.expose(), &ctx.aad())?;
+        Ok((dek, KekInfo::Argon2id { salt: hex::encode(salt), m_kib: M_KIB, t: T_COST, p: P_COST }, wrapped))
     }
 
-    fn unwrap_key(&self, info: &KekInfo, wrapped: &[u8], aad: &[u8], what: &str) -> Result<SecretKey32, VaultError> {
+    fn unwrap_key(&self, info: &KekInfo, wrapped: &[u8], ctx: &SealContext) -> Result<SecretKey32, VaultError> {
+        let what = ctx.what();
         let KekInfo::Argon2id { salt, m_kib, t, p } = info else {
-            return Err(VaultError::Config(format!(
-                "key {what} is sealed by {info:?}, but this vault is configured with a passphrase"
-            )));
+            return Err(VaultError::Config(format!("key {what} is not sealed with a passphrase")));
         };
         // Refuse absurd costs from a tampered record instead of allocating them.
         if *m_kib > 4 * 1024 * 1024 || *t > 64 || *p > 16 {
@@ -144,7 +165,8 @@ impl KeyWrapper for PassphraseWrapper {
         }
         let salt = hex::decode(salt).map_err(|_| VaultError::Corrupt(format!("key {what}: bad salt")))?;
         let kek = self.kek(&salt, *m_kib, *t, *p)?;
-        let dek = aead_open(&kek, wrapped, aad).map_err(|_| VaultError::WrongPassphrase { key: what.to_owned() })?;
+        let dek =
+            aead_open(&kek, wrapped, &ctx.aad()).map_err(|_| VaultError::WrongPassphrase { key: what.clone() })?;
         SecretKey32::from_slice(&dek)
             .ok_or_else(|| VaultError::Corrupt(format!("key {what}: data key has the wrong size")))
     }
@@ -189,10 +211,6 @@ pub struct SealedKey {
     pub ciphertext: String,
 }
 
-fn aad(name: &str, fingerprint: &str) -> Vec<u8> {
-    format!("{FORMAT}\0{name}\0{fingerprint}").into_bytes()
-}
-
 impl SealedKey {
     /// Seals `secret` (a serialized transferable secret key) for key `name`.
     pub fn seal(
@@ -203,10 +221,9 @@ impl SealedKey {
         public_key: String,
         secret: &[u8],
     ) -> Result<Self, VaultError> {
-        let aad = aad(name, fingerprint);
-        let dek = SecretKey32::random();
-        let ciphertext = aead_seal(&dek, secret, &aad)?;
-        let (kek, wrapped) = wrapper.wrap_key(&dek, &aad)?;
+        let ctx = SealContext { name, fingerprint };
+        let (dek, kek, wrapped) = wrapper.new_data_key(&ctx)?;
+        let ciphertext = aead_seal(&dek, secret, &ctx.aad())?;
         Ok(SealedKey {
             format: FORMAT.into(),
             name: name.into(),
@@ -222,17 +239,17 @@ impl SealedKey {
 
     /// Unseals the secret key bytes.
     pub fn unseal(&self, wrapper: &dyn KeyWrapper) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        let what = format!("{} ({})", self.name, self.fingerprint);
+        let ctx = SealContext { name: &self.name, fingerprint: &self.fingerprint };
+        let what = ctx.what();
         if self.format != FORMAT {
             return Err(VaultError::Corrupt(format!("key {what}: unknown format {:?}", self.format)));
         }
-        let aad = aad(&self.name, &self.fingerprint);
         let wrapped =
             hex::decode(&self.wrapped_dek).map_err(|_| VaultError::Corrupt(format!("key {what}: bad wrapped key")))?;
         let ct =
             hex::decode(&self.ciphertext).map_err(|_| VaultError::Corrupt(format!("key {what}: bad ciphertext")))?;
-        let dek = wrapper.unwrap_key(&self.kek, &wrapped, &aad, &what)?;
-        aead_open(&dek, &ct, &aad)
+        let dek = wrapper.unwrap_key(&self.kek, &wrapped, &ctx)?;
+        aead_open(&dek, &ct, &ctx.aad())
             .map_err(|_| VaultError::Corrupt(format!("key {what}: sealed key fails authentication")))
     }
 }
@@ -243,11 +260,13 @@ mod tests {
 
     struct Fast(SecretKey32);
     impl KeyWrapper for Fast {
-        fn wrap_key(&self, dek: &SecretKey32, aad: &[u8]) -> Result<(KekInfo, Vec<u8>), VaultError> {
-            Ok((KekInfo::AwsKms { key_id: "test".into() }, aead_seal(&self.0, dek.expose(), aad)?))
+        fn new_data_key(&self, ctx: &SealContext) -> Result<(SecretKey32, KekInfo, Vec<u8>), VaultError> {
+            let dek = SecretKey32::random();
+            let wrapped = aead_seal(&self.0, dek.expose(), &ctx.aad())?;
+            Ok((dek, KekInfo::AwsKms { key_id: "test".into() }, wrapped))
         }
-        fn unwrap_key(&self, _: &KekInfo, w: &[u8], aad: &[u8], what: &str) -> Result<SecretKey32, VaultError> {
-            let d = aead_open(&self.0, w, aad).map_err(|_| VaultError::WrongPassphrase { key: what.into() })?;
+        fn unwrap_key(&self, _: &KekInfo, w: &[u8], ctx: &SealContext) -> Result<SecretKey32, VaultError> {
+            let d = aead_open(&self.0, w, &ctx.aad()).map_err(|_| VaultError::WrongPassphrase { key: ctx.what() })?;
             Ok(SecretKey32::from_slice(&d).unwrap())
         }
     }

@@ -137,3 +137,55 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Every printable form in which the secret parts of a transferable secret key could leak
+/// into text: each secret MPI (and the whole serialized key) as hex (both cases) and
+/// base64. Panics if `tsk` holds no unencrypted secret, so a vacuous check cannot pass.
+pub fn secret_forms(tsk: &[u8]) -> Vec<String> {
+    use sequoia_openpgp::crypto::mpi::SecretKeyMaterial as Mpis;
+    use sequoia_openpgp::packet::key::SecretKeyMaterial;
+    use sequoia_openpgp::parse::Parse;
+    let cert = sequoia_openpgp::Cert::from_bytes(tsk).expect("a secret key");
+    let mut values: Vec<Vec<u8>> = vec![tsk.to_vec()];
+    for ka in cert.keys().secret() {
+        let SecretKeyMaterial::Unencrypted(u) = ka.key().secret() else { panic!("secret key is encrypted") };
+        values.extend(u.map(|m| match m {
+            Mpis::EdDSA { scalar } => vec![scalar.value().to_vec()],
+            Mpis::RSA { d, p, q, u } => {
+                vec![d.value().to_vec(), p.value().to_vec(), q.value().to_vec(), u.value().to_vec()]
+            }
+            other => panic!("unexpected secret key material {:?}", other.algo()),
+        }));
+    }
+    assert!(values.len() > 1, "no secret key material found");
+    secret_text_forms(&values)
+}
+
+/// Hex (both cases) and base64 forms of raw secrets.
+pub fn secret_text_forms(values: &[Vec<u8>]) -> Vec<String> {
+    use base64::Engine;
+    let mut forms = Vec::new();
+    for v in values {
+        assert!(v.len() >= 16, "too short to search for reliably");
+        let h = hex::encode(v);
+        forms.push(h.to_uppercase());
+        forms.push(h);
+        forms.push(base64::engine::general_purpose::STANDARD_NO_PAD.encode(v));
+    }
+    forms
+}
+
+/// Asserts that none of `secrets` occurs in any of the named texts.
+#[track_caller]
+pub fn assert_no_secrets(texts: &[(String, String)], secrets: &[(&str, Vec<String>)]) {
+    let total: usize = texts.iter().map(|(_, t)| t.len()).sum();
+    assert!(total > 0, "nothing to search");
+    for (what, forms) in secrets {
+        assert!(!forms.is_empty(), "no forms of {what}");
+        for f in forms {
+            for (name, t) in texts {
+                assert!(!t.contains(f.as_str()), "{what} found in {name}");
+            }
+        }
+    }
+}

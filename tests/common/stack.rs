@@ -30,10 +30,17 @@ pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
+/// Keys the default test policy lets the broker's default user (guest) sign with.
+pub const POLICY_KEYS: &[&str] = &["release", "local", "no-such-key"];
+
 /// A test's own slice of the broker and the object store.
 pub struct Stack {
     pub env: Env,
     pub ns: String,
+    /// The policy file workers get unless a test passes its own SIGNET_POLICY.
+    pub policy: PathBuf,
+    /// This test's audit log: s3://signet-audit/NS/.
+    pub audit: String,
     pub amqp_url: String,
     pub s3_endpoint: String,
     pub input: String,
@@ -49,9 +56,13 @@ impl Stack {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let rt = rt();
         let store = rt.block_on(S3Store::from_env(Some(&s3_endpoint)));
+        let env = Env::new();
+        let policy = env.path("policy.toml");
         let stack = Stack {
-            env: Env::new(),
+            env,
             ns: format!("t-{id}"),
+            policy,
+            audit: format!("s3://signet-audit/t-{id}/"),
             amqp_url,
             s3_endpoint,
             input: format!("in-{id}"),
@@ -62,7 +73,45 @@ impl Stack {
         for b in [&stack.input, &stack.output] {
             stack.rt.block_on(stack.store.client().create_bucket().bucket(b.as_str()).send()).expect("create bucket");
         }
+        let rules: String = POLICY_KEYS
+            .iter()
+            .map(|k| {
+                format!(
+                    "[keys.{k}]\nproducers = [{user:?}]\nsources = [\"{i}/*\"]\noutputs = [\"{o}/*\"]\n\
+                     formats = [\"rpm\", \"deb\", \"detached\", \"apt-release\"]\n\n",
+                    user = stack.amqp_user(),
+                    i = stack.input,
+                    o = stack.output
+                )
+            })
+            .collect();
+        std::fs::write(&stack.policy, rules).expect("write policy");
         stack
+    }
+
+    /// The user name in the broker URL (guest).
+    pub fn amqp_user(&self) -> String {
+        signet::queue::amqp_user(&self.amqp_url).expect("user in SIGNET_AMQP_URL")
+    }
+
+    /// The broker URL with other credentials.
+    pub fn amqp_url_as(&self, user: &str, password: &str) -> String {
+        let (scheme, rest) = self.amqp_url.split_once("://").expect("amqp URL");
+        let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+        format!("{scheme}://{user}:{password}@{host}")
+    }
+
+    /// Writes a policy file into the scratch dir; returns its path.
+    pub fn write_policy(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.env.path(name);
+        std::fs::write(&p, text).expect("write policy");
+        p
+    }
+
+    /// Reads this test's audit log: (key, bytes) in order.
+    pub fn audit_records(&self) -> Vec<(String, Vec<u8>)> {
+        let log = signet::audit::AuditLog::new(&self.audit).unwrap();
+        self.rt.block_on(log.read_all(&self.store)).expect("read audit log")
     }
 
     /// `signet` with this stack's namespace, vault and endpoints.
@@ -114,6 +163,8 @@ impl Stack {
         cmd.arg("worker")
             .env("SIGNET_S3_ENDPOINT", endpoint)
             .env("SIGNET_WORK_DIR", self.env.path(&format!("work-{n}")))
+            .env("SIGNET_POLICY", &self.policy)
+            .env("SIGNET_AUDIT", &self.audit)
             .envs(extra_env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file);
@@ -122,7 +173,20 @@ impl Stack {
 
     /// `signet submit --wait` for one job; returns (exit code, event).
     pub fn submit_wait(&self, job_id: &str, key: &str, prefix: &str, artifacts: &[&str]) -> (i32, Option<Event>) {
+        self.submit_wait_as(&self.amqp_url, job_id, key, prefix, artifacts)
+    }
+
+    /// `submit_wait` connecting with `url` (another broker user).
+    pub fn submit_wait_as(
+        &self,
+        url: &str,
+        job_id: &str,
+        key: &str,
+        prefix: &str,
+        artifacts: &[&str],
+    ) -> (i32, Option<Event>) {
         let mut c = self.submit_cmd(job_id, key, prefix, artifacts);
+        c.env("SIGNET_AMQP_URL", url);
         c.args(["--wait", "--timeout", "120"]);
         let o = run(&mut c);
         let ev = String::from_utf8_lossy(&o.stdout).lines().find_map(|l| serde_json::from_str(l).ok());
@@ -187,14 +251,28 @@ impl Stack {
         self.rt.block_on(Connection::connect(&self.amqp_url, ConnectionProperties::default())).expect("amqp connect")
     }
 
-    /// Publishes a raw message to the jobs queue, as any AMQP client could.
+    /// Publishes a raw message to the jobs queue, as any AMQP client could, with the
+    /// connection's user as `user_id`.
     pub fn publish_raw(&self, body: &[u8], message_id: &str) {
-        let conn = self.connect();
-        self.rt.block_on(async {
-            let ch = conn.create_channel().await.unwrap();
-            Topology::new(&self.ns).declare(&ch).await.unwrap();
-            ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-            let props = BasicProperties::default().with_delivery_mode(2).with_message_id(message_id.into());
+        let user = self.amqp_user();
+        self.publish_as(&self.amqp_url, body, message_id, Some(&user)).expect("publish");
+    }
+
+    /// Publishes a raw message connecting with `url`, with `user_id` as given; Err if the
+    /// broker refuses it (e.g. a `user_id` that is not the connection's user).
+    pub fn publish_as(&self, url: &str, body: &[u8], message_id: &str, user_id: Option<&str>) -> Result<(), String> {
+        let conn = self
+            .rt
+            .block_on(Connection::connect(url, ConnectionProperties::default()))
+            .map_err(|e| format!("connect: {e}"))?;
+        let r = self.rt.block_on(async {
+            let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+            Topology::new(&self.ns).declare(&ch).await.map_err(|e| e.to_string())?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+            let mut props = BasicProperties::default().with_delivery_mode(2).with_message_id(message_id.into());
+            if let Some(u) = user_id {
+                props = props.with_user_id(u.into());
+            }
             let confirm = ch
                 .basic_publish(
                     "".into(),
@@ -204,12 +282,13 @@ impl Stack {
                     props,
                 )
                 .await
-                .unwrap()
+                .map_err(|e| e.to_string())?
                 .await
-                .unwrap();
-            assert!(confirm.is_ack());
-            let _ = conn.close(200, "bye".into()).await;
+                .map_err(|e| e.to_string())?;
+            if confirm.is_ack() { Ok(()) } else { Err(format!("broker nacked: {confirm:?}")) }
         });
+        let _ = self.rt.block_on(conn.close(200, "bye".into()));
+        r
     }
 
     /// Drains the dead-letter queue; returns the message ids found.
@@ -384,4 +463,26 @@ impl Proxy {
         };
         self.start_with(listener);
     }
+}
+
+/// Creates (or resets) broker user `name` with a fresh password and full permissions on
+/// the default vhost; returns the password.
+pub fn rabbit_user(name: &str) -> String {
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let ctl = |args: &[&str]| {
+        run(Command::new("bash").arg(super::repo().join("localstack/rabbitmq.sh")).arg("ctl").arg("-q").args(args))
+    };
+    let add = ctl(&["add_user", name, &password]);
+    if !add.status.success() {
+        ok(Command::new("bash").arg(super::repo().join("localstack/rabbitmq.sh")).args([
+            "ctl",
+            "-q",
+            "change_password",
+            name,
+            &password,
+        ]));
+    }
+    let perms = ctl(&["set_permissions", "-p", "/", name, ".*", ".*", ".*"]);
+    assert!(perms.status.success(), "set_permissions {name}: {}", super::text(&perms));
+    password
 }

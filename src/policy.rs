@@ -1,0 +1,245 @@
+//! Who may sign with which key: the `SIGNET_POLICY` file.
+//!
+//! ```toml
+//! [keys.stable]
+//! producers = ["ci-stable"]                  # AMQP user_id values (RabbitMQ checks them)
+//! sources   = ["incoming/stable/*"]          # BUCKET/KEY patterns artifacts may come from
+//! outputs   = ["signed/stable/*"]            # BUCKET/PREFIX patterns outputs may go to
+//! formats   = ["rpm", "deb", "detached"]     # what this key may produce
+//! ```
+//!
+//! Deny by default: a job is allowed only if its key has a section, its `user_id` is one of
+//! that key's producers, every artifact matches a source pattern, the output location
+//! matches an output pattern, and every artifact's format is listed. In patterns `*` matches
+//! any run of characters (`/` included), `?` one character, and `[...]` a class.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+use crate::job::Job;
+use crate::sign::Format;
+use crate::vault::KeyName;
+
+/// A policy that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("policy {path}: {message}")]
+pub struct PolicyError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Why a job was denied (safe to show the producer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    keys: BTreeMap<String, RuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    producers: Vec<String>,
+    sources: Vec<String>,
+    outputs: Vec<String>,
+    formats: Vec<Format>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    producers: HashSet<String>,
+    sources: GlobSet,
+    outputs: GlobSet,
+    formats: Vec<Format>,
+}
+
+/// A loaded policy.
+#[derive(Debug)]
+pub struct Policy {
+    keys: HashMap<KeyName, Rule>,
+}
+
+fn globs(patterns: &[String], what: &str, key: &str) -> Result<GlobSet, String> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        if !p.contains('/') {
+            return Err(format!("keys.{key}.{what}: {p:?} must be BUCKET/PATTERN"));
+        }
+        b.add(Glob::new(p).map_err(|e| format!("keys.{key}.{what}: {p:?}: {e}"))?);
+    }
+    b.build().map_err(|e| format!("keys.{key}.{what}: {e}"))
+}
+
+impl Policy {
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let fail = |message: String| PolicyError { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        Policy::parse(&text).map_err(fail)
+    }
+
+    /// Parses policy text.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut keys = HashMap::new();
+        for (name, r) in file.keys {
+            let key: KeyName = name.parse()?;
+            if r.formats.contains(&Format::Auto) {
+                return Err(format!("keys.{name}.formats: list what may be produced; \"auto\" is not a format"));
+            }
+            if let Some(p) = r.producers.iter().find(|p| p.is_empty() || p.contains('*')) {
+                return Err(format!("keys.{name}.producers: {p:?} is not a user name (no wildcards)"));
+            }
+            let rule = Rule {
+                producers: r.producers.into_iter().collect(),
+                sources: globs(&r.sources, "sources", &name)?,
+                outputs: globs(&r.outputs, "outputs", &name)?,
+                formats: r.formats,
+            };
+            keys.insert(key, rule);
+        }
+        Ok(Policy { keys })
+    }
+
+    /// The key names the policy mentions.
+    pub fn keys(&self) -> impl Iterator<Item = &KeyName> {
+        self.keys.keys()
+    }
+
+    fn rule(&self, job: &Job, producer: Option<&str>) -> Result<&Rule, Denied> {
+        let producer = producer.filter(|p| !p.is_empty()).ok_or_else(|| {
+            Denied("the job message has no user_id property: the producer cannot be identified".into())
+        })?;
+        let rule = self
+            .keys
+            .get(&job.key)
+            .filter(|r| r.producers.contains(producer))
+            .ok_or_else(|| Denied(format!("producer {producer:?} may not sign with key {:?}", job.key.as_str())))?;
+        Ok(rule)
+    }
+
+    /// Checks everything known before the artifacts are fetched: producer, key, sources,
+    /// output location, and the formats the job names explicitly.
+    pub fn authorize(&self, job: &Job, producer: Option<&str>) -> Result<(), Denied> {
+        let rule = self.rule(job, producer)?;
+        let key = job.key.as_str();
+        for a in &job.artifacts {
+            if !rule.sources.is_match(format!("{}/{}", a.bucket, a.key)) {
+                return Err(Denied(format!("key {key:?} may not sign artifacts from {}", a.uri())));
+            }
+        }
+        let out = format!("{}/{}", job.output.bucket, job.output.prefix);
+        if !rule.outputs.is_match(&out) {
+            return Err(Denied(format!("key {key:?} may not write to s3://{out}")));
+        }
+        for a in &job.artifacts {
+            if a.format != Format::Auto {
+                self.authorize_format(job, producer, a.format)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one artifact's format (after detection, for `auto`).
+    pub fn authorize_format(&self, job: &Job, producer: Option<&str>, format: Format) -> Result<(), Denied> {
+        let rule = self.rule(job, producer)?;
+        if rule.formats.contains(&format) {
+            Ok(())
+        } else {
+            Err(Denied(format!("key {:?} may not produce {format} signatures", job.key.as_str())))
+        }
+    }
+}
+
+/// The worker's authorization: a policy, or (development only) none.
+#[derive(Debug)]
+pub enum Authorizer {
+    Policy(Policy),
+    /// Every producer may use every key: `--insecure-no-policy`.
+    AllowAll,
+}
+
+impl Authorizer {
+    pub fn authorize(&self, job: &Job, producer: Option<&str>) -> Result<(), Denied> {
+        match self {
+            Authorizer::Policy(p) => p.authorize(job, producer),
+            Authorizer::AllowAll => Ok(()),
+        }
+    }
+
+    pub fn authorize_format(&self, job: &Job, producer: Option<&str>, format: Format) -> Result<(), Denied> {
+        match self {
+            Authorizer::Policy(p) => p.authorize_format(job, producer, format),
+            Authorizer::AllowAll => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+        [keys.stable]
+        producers = ["ci-stable"]
+        sources = ["incoming/stable/*"]
+        outputs = ["signed/stable/*"]
+        formats = ["rpm", "detached"]
+
+        [keys.testing]
+        producers = ["ci-testing"]
+        sources = ["incoming/*"]
+        outputs = ["signed/testing/*"]
+        formats = ["rpm"]
+    "#;
+
+    fn job(key: &str, src: &str, out_prefix: &str) -> Job {
+        let (bucket, k) = src.split_once('/').unwrap();
+        Job::parse(
+            serde_json::json!({
+                "job_id": "j1", "key": key,
+                "artifacts": [{"bucket": bucket, "key": k}],
+                "output": {"bucket": "signed", "prefix": out_prefix}
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn allows_only_what_is_listed() {
+        let p = Policy::parse(POLICY).unwrap();
+        let ok = job("stable", "incoming/stable/a.rpm", "stable/1.0/");
+        assert_eq!(p.authorize(&ok, Some("ci-stable")), Ok(()));
+        assert!(p.authorize(&ok, Some("ci-testing")).is_err(), "other producer");
+        assert!(p.authorize(&ok, None).is_err(), "no user_id");
+        assert!(p.authorize(&ok, Some("")).is_err(), "empty user_id");
+        assert!(p.authorize(&job("stable", "incoming/testing/a.rpm", "stable/1.0/"), Some("ci-stable")).is_err());
+        assert!(p.authorize(&job("stable", "incoming/stable/a.rpm", "testing/"), Some("ci-stable")).is_err());
+        assert!(p.authorize(&job("stable", "incoming/stable/a.rpm", ""), Some("ci-stable")).is_err());
+        assert!(p.authorize(&job("other", "incoming/stable/a.rpm", "stable/"), Some("ci-stable")).is_err());
+        assert_eq!(p.authorize_format(&ok, Some("ci-stable"), Format::Rpm), Ok(()));
+        assert!(p.authorize_format(&ok, Some("ci-stable"), Format::Deb).is_err());
+    }
+
+    #[test]
+    fn rejects_policies_that_would_allow_more_than_they_say() {
+        let base = "[keys.k]\nproducers = [\"a\"]\nsources = [\"b/*\"]\noutputs = [\"b/*\"]\n";
+        assert!(Policy::parse(&format!("{base}formats = [\"auto\"]")).is_err());
+        assert!(Policy::parse(base).is_err(), "formats is required");
+        assert!(Policy::parse(&format!("{base}formats = []\nextra = 1")).is_err(), "unknown field");
+        assert!(
+            Policy::parse(&base.replace("\"a\"", "\"*\"").replace("]\nsources", "]\nformats = []\nsources")).is_err()
+        );
+        assert!(Policy::parse(&format!("{base}formats = []").replace("b/*\"]\nout", "*\"]\nout")).is_err());
+        assert!(Policy::parse(&format!("{base}formats = []")).is_ok());
+    }
+}
