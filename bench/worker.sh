@@ -135,6 +135,17 @@ log "vault key ($ALGO)"
 export SIGNET_VAULT=dir:$TMP/vault SIGNET_VAULT_PASSPHRASE_FILE=$TMP/passphrase
 head -c 32 /dev/urandom | base64 >"$TMP/passphrase"
 "$SIGNET" keys generate bench --algo "$ALGO" >"$TMP/keygen.out"
+# The worker needs a policy (the broker user in SIGNET_AMQP_URL may use key bench) and an
+# audit log.
+AMQP_USER=$(sed -E 's#^amqps?://([^:@/]*).*#\1#' <<<"$SIGNET_AMQP_URL")
+cat >"$TMP/policy.toml" <<EOF
+[keys.bench]
+producers = ["${AMQP_USER:-guest}"]
+sources = ["$IN_BUCKET/*"]
+outputs = ["$OUT_BUCKET/*"]
+formats = ["rpm"]
+EOF
+export SIGNET_POLICY=$TMP/policy.toml SIGNET_AUDIT=s3://signet-audit/bench-$RUN_ID/
 
 log "$COUNT fixture RPMs"
 "$ROOT/tests/support/fixtures.sh" rpms "$TMP/rpms" "$COUNT" 1024 >/dev/null

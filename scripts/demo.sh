@@ -23,6 +23,8 @@ head -c 32 /dev/urandom | base64 > "$work/passphrase"
 export SIGNET_VAULT="dir:$work/vault" SIGNET_VAULT_PASSPHRASE_FILE="$work/passphrase"
 export SIGNET_NAMESPACE="demo-$(date +%s)"
 run_id=${SIGNET_NAMESPACE#demo-}
+# Who may sign what (deny by default), and where every signature is recorded.
+export SIGNET_POLICY="$PWD/examples/dev-policy.toml" SIGNET_AUDIT="s3://signet-audit/demo-$run_id/"
 
 echo "== 1. a signing key, sealed in the vault" >&2
 "$signet" keys generate release --algo ed25519 --uid "signet demo <release@example.org>"
@@ -39,7 +41,7 @@ for rel in ["rpm/hello-1.0-1.noarch.rpm", "rpm/world-2.0-1.noarch.rpm", "deb/hel
     s3.upload_file(os.path.join(root, rel), "incoming", f"builds/{run}/{os.path.basename(rel)}")
 PY
 
-echo "== 3. a worker (it dials out to RabbitMQ and S3; no inbound ports)" >&2
+echo "== 3. a worker (it dials out to RabbitMQ and S3; no inbound ports), policy $SIGNET_POLICY" >&2
 "$signet" worker > "$work/worker.log" 2>&1 &
 worker_pid=$!
 
@@ -73,5 +75,8 @@ echo "== 6. an APT repository signed locally (signet sign, no broker) and read b
 "$signet" sign --key release --format apt-release --out "$work/apt-out" "$work/in/apt/Release" >/dev/null
 cp "$work/apt-out/InRelease" "$work/apt-out/Release.gpg" "$work/in/apt/"
 bash "$verify" verify_apt_repo "$cert" "$work/in/apt" && echo "apt-get update:     OK flat repository signed by signet"
+
+echo "== 7. the audit trail: one hash-chained record per signing run, in $SIGNET_AUDIT" >&2
+"$signet" audit verify
 
 echo "demo: every output verified; outputs in $out, worker log in $work/worker.log" >&2
