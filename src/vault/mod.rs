@@ -111,6 +111,11 @@ pub trait SealedStore: Send + Sync {
     fn names(&self) -> Result<Vec<KeyName>, VaultError>;
     /// Every sealed record of `name` (empty if none).
     fn records(&self, name: &KeyName) -> Result<Vec<SealedKey>, VaultError>;
+    /// The record of key `fingerprint` of `name`, if there is one. Stores override this to
+    /// read just that record.
+    fn record(&self, name: &KeyName, fingerprint: &str) -> Result<Option<SealedKey>, VaultError> {
+        Ok(self.records(name)?.into_iter().find(|r| r.fingerprint == fingerprint))
+    }
     /// The fingerprint of the active key of `name`, if any.
     fn active(&self, name: &KeyName) -> Result<Option<String>, VaultError>;
     /// Stores a new record; never overwrites one.
@@ -371,9 +376,7 @@ impl Vault {
     pub fn unseal(&self, name: &KeyName, fpr: &str) -> Result<SigningKey, VaultError> {
         let record = self
             .store
-            .records(name)?
-            .into_iter()
-            .find(|r| r.fingerprint == fpr)
+            .record(name, fpr)?
             .ok_or_else(|| VaultError::Corrupt(format!("key {fpr} of {name} has no record")))?;
         if record.name != name.as_str() {
             return Err(VaultError::Corrupt(format!("record for {name} claims name {:?}", record.name)));

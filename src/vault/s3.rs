@@ -159,6 +159,19 @@ impl SealedStore for S3SealedStore {
         Ok(out)
     }
 
+    fn record(&self, name: &KeyName, fingerprint: &str) -> Result<Option<SealedKey>, VaultError> {
+        // One GET instead of listing and reading every key of the name.
+        let key = format!("{}{name}/{fingerprint}.json", self.prefix);
+        if fingerprint.is_empty() || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        self.get_object(&key)?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| VaultError::Corrupt(format!("{}: {e}", self.url(&key))))
+            })
+            .transpose()
+    }
+
     fn active(&self, name: &KeyName) -> Result<Option<String>, VaultError> {
         let key = format!("{}{name}/active", self.prefix);
         Ok(self.get_object(&key)?.map(|b| String::from_utf8_lossy(&b).trim().to_owned()))
