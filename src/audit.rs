@@ -254,6 +254,11 @@ pub fn verify_chain(prefix: &str, objects: &[(String, Vec<u8>)]) -> Result<Chain
             .filter(|n| n.len() == 20)
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| format!("{key}: not an audit record name (expected {prefix}NNNNNNNNNNNNNNNNNNNN.json)"))?;
+        if seq < expected {
+            // Numbered 0, or a number already used: keys are listed in order, so this one is
+            // out of place (a forged record slipped in, or a copy under another name).
+            return Err(format!("{key}: record number {seq} is out of sequence (expected {expected})"));
+        }
         if seq != expected {
             let which = if expected == seq - 1 {
                 format!("record {expected} is missing")
@@ -292,6 +297,15 @@ pub fn verify_chain(prefix: &str, objects: &[(String, Vec<u8>)]) -> Result<Chain
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_numbered_zero_is_named_not_a_panic() {
+        let mut objects = chain(2);
+        let (_, first) = objects[0].clone();
+        objects.insert(0, (format!("p/{:020}.json", 0), first));
+        let err = verify_chain("p/", &objects).unwrap_err();
+        assert!(err.contains("00000000000000000000.json") && err.contains("out of sequence"), "{err}");
+    }
 
     fn chain(n: u64) -> Vec<(String, Vec<u8>)> {
         let mut prev = GENESIS.to_owned();

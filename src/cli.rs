@@ -106,9 +106,16 @@ pub struct WorkerArgs {
     /// Jobs processed at once (the consumer prefetch).
     #[arg(long, env = "SIGNET_CONCURRENCY", default_value_t = 2)]
     pub concurrency: u16,
-    /// Deliveries after which a job that keeps failing transiently is failed and dead-lettered.
-    #[arg(long, env = "SIGNET_MAX_DELIVERIES", default_value_t = 5)]
+    /// Deliveries after which a job that never finished (each delivery cut off by a worker
+    /// crash or a lost connection) is failed as `internal` and dead-lettered. Transient
+    /// failures do not count: see --retry-horizon.
+    #[arg(long, env = "SIGNET_MAX_DELIVERIES", default_value_t = 10)]
     pub max_deliveries: i64,
+    /// How long a job that keeps failing transiently (S3, KMS or the vault unavailable, the
+    /// work dir full) is retried, backing off up to a minute, before it fails as `internal`.
+    /// Keep it below the broker's consumer timeout (RabbitMQ default: 30 min).
+    #[arg(long, env = "SIGNET_RETRY_HORIZON", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub retry_horizon: std::time::Duration,
     /// Seconds in-flight jobs may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SIGNET_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,

@@ -5,13 +5,21 @@
 //! producers = ["ci-stable"]                  # AMQP user_id values (RabbitMQ checks them)
 //! sources   = ["incoming/stable/*"]          # BUCKET/KEY patterns artifacts may come from
 //! outputs   = ["signed/stable/*"]            # BUCKET/PREFIX patterns outputs may go to
-//! formats   = ["rpm", "deb", "detached"]     # what this key may produce
+//! formats   = ["rpm", "deb"]                 # what this key may produce
+//! # allow_mixed_formats = true               # needed to list "detached" with package formats
 //! ```
 //!
 //! Deny by default: a job is allowed only if its key has a section, its `user_id` is one of
 //! that key's producers, every artifact matches a source pattern, the output location
 //! matches an output pattern, and every artifact's format is listed. In patterns `*` matches
 //! any run of characters (`/` included), `?` one character, and `[...]` a class.
+//!
+//! A key's `formats` bound what its signatures can be taken for. Every signer refuses data
+//! that another format would accept as its signed data (`sign::content`), so an `rpm` key
+//! signs only RPM headers, a `deb` key only DEB member sets, an `apt-release` key only
+//! Release files, and a `detached` key none of those. A key that lists `detached` beside a
+//! package format is refused unless `allow_mixed_formats = true`: with it, those content
+//! checks are the only thing between a detached signature and a package signature.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -50,6 +58,9 @@ struct RuleFile {
     sources: Vec<String>,
     outputs: Vec<String>,
     formats: Vec<Format>,
+    /// Lets one key make detached signatures and package signatures (see the module doc).
+    #[serde(default)]
+    allow_mixed_formats: bool,
 }
 
 #[derive(Debug)]
@@ -93,6 +104,15 @@ impl Policy {
             let key: KeyName = name.parse()?;
             if r.formats.contains(&Format::Auto) {
                 return Err(format!("keys.{name}.formats: list what may be produced; \"auto\" is not a format"));
+            }
+            let package = r.formats.iter().any(|f| matches!(f, Format::Rpm | Format::Deb | Format::AptRelease));
+            if r.formats.contains(&Format::Detached) && package && !r.allow_mixed_formats {
+                return Err(format!(
+                    "keys.{name}.formats: one key for \"detached\" and package formats ({}) lets a producer turn a \
+                     detached signature into a package signature if signet's content checks ever miss a case; use \
+                     two keys, or set allow_mixed_formats = true to accept that",
+                    r.formats.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ")
+                ));
             }
             if let Some(p) = r.producers.iter().find(|p| p.is_empty() || p.contains('*')) {
                 return Err(format!("keys.{name}.producers: {p:?} is not a user name (no wildcards)"));
@@ -192,6 +212,7 @@ mod tests {
         sources = ["incoming/stable/*"]
         outputs = ["signed/stable/*"]
         formats = ["rpm", "detached"]
+        allow_mixed_formats = true
 
         [keys.testing]
         producers = ["ci-testing"]
@@ -212,6 +233,23 @@ mod tests {
             .as_bytes(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn detached_beside_package_formats_needs_the_opt_in() {
+        let rule = |formats: &str, extra: &str| {
+            format!(
+                "[keys.k]\nproducers = [\"p\"]\nsources = [\"b/*\"]\noutputs = [\"o/*\"]\nformats = {formats}\n{extra}"
+            )
+        };
+        for mixed in [r#"["rpm", "detached"]"#, r#"["detached", "deb"]"#, r#"["apt-release", "detached"]"#] {
+            let err = Policy::parse(&rule(mixed, "")).unwrap_err();
+            assert!(err.contains("keys.k.formats") && err.contains("allow_mixed_formats"), "{err}");
+            assert!(Policy::parse(&rule(mixed, "allow_mixed_formats = true")).is_ok());
+        }
+        for alone in [r#"["detached"]"#, r#"["rpm", "deb", "apt-release"]"#] {
+            assert!(Policy::parse(&rule(alone, "")).is_ok(), "{alone}");
+        }
     }
 
     #[test]

@@ -58,6 +58,7 @@ producers = ["ci-testing"]
 sources = ["{i}/fx/*"]
 outputs = ["{o}/testing/*"]
 formats = ["rpm", "detached"]
+allow_mixed_formats = true
 "#
         ),
     );

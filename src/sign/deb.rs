@@ -1,17 +1,28 @@
 //! DEB origin signatures, as `debsigs --sign=origin` makes them: a `_gpgorigin` ar member
 //! holding a binary OpenPGP signature (SHA-256) over the contents of `debian-binary`,
 //! `control.tar.*` and `data.tar.*`, concatenated. Members are streamed, never buffered.
+//!
+//! Archives are read by the strict reader in [`super::ar`]. The signed data must be what a
+//! DEB's is and nothing else ([`super::content`]): `debian-binary` holds a `2.x` version
+//! line, and the concatenation must not read as an APT `Release`, or the key's `deb`
+//! permission would be a way to sign repository metadata.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::time::SystemTime;
 
 use super::SignError;
+use super::ar::{MemberHeader, Reader};
+use super::content::Guard;
 use crate::check::{self, Checker};
 use crate::key::{self, SigningKey};
 
 const ORIGIN: &[u8] = b"_gpgorigin";
 /// A signature member larger than this is not a signature.
 const MAX_SIG: u64 = 64 * 1024;
+/// A DEB has three members and a signature or two; more is not a package.
+const MAX_MEMBERS: usize = 64;
+/// `debian-binary` is a version line (`2.0\n`); dpkg reads only its start.
+const MAX_DEBIAN_BINARY: u64 = 64;
 
 fn invalid(msg: impl Into<String>) -> SignError {
     SignError::Invalid(msg.into())
@@ -34,17 +45,22 @@ fn tar_member(name: &str, stem: &str) -> bool {
 /// Checks member order as deb(5) specifies and says what each member is.
 struct Order {
     seen: Vec<Role>,
+    names: Vec<String>,
 }
 
 impl Order {
     fn new() -> Self {
-        Order { seen: Vec::new() }
+        Order { seen: Vec::new(), names: Vec::new() }
     }
 
-    fn next(&mut self, raw_name: &[u8]) -> Result<Role, SignError> {
-        let name = std::str::from_utf8(raw_name)
-            .map_err(|_| invalid("corrupt DEB: member name is not text"))?
-            .trim_end_matches('/');
+    fn next(&mut self, name: &str) -> Result<Role, SignError> {
+        if self.names.len() >= MAX_MEMBERS {
+            return Err(invalid(format!("corrupt DEB: more than {MAX_MEMBERS} members")));
+        }
+        if self.names.iter().any(|n| n == name) {
+            return Err(invalid(format!("corrupt DEB: member {name:?} appears twice")));
+        }
+        self.names.push(name.to_owned());
         let have = |r| self.seen.contains(&r);
         let role = if self.seen.is_empty() {
             if name != "debian-binary" {
@@ -95,18 +111,48 @@ fn ar_err(e: io::Error) -> SignError {
     }
 }
 
-/// Feeds what it reads into a signature hash.
+/// Feeds what it reads into a signature hash and the signed-data guard.
 struct HashingReader<'a, R> {
     inner: R,
     hash: &'a mut sequoia_openpgp::crypto::hash::Context,
+    guard: &'a mut Guard,
 }
 
 impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
+        self.guard.update(&buf[..n]);
         Ok(n)
     }
+}
+
+/// Reads `debian-binary` (small) and checks it is a format version dpkg accepts.
+fn debian_binary(member: &mut dyn Read, header: &MemberHeader) -> Result<Vec<u8>, SignError> {
+    if header.size > MAX_DEBIAN_BINARY {
+        return Err(invalid(format!("corrupt DEB: debian-binary is {} bytes, not a version line", header.size)));
+    }
+    let mut v = Vec::new();
+    member.read_to_end(&mut v).map_err(ar_err)?;
+    let ok = v.starts_with(b"2.") && v.ends_with(b"\n") && v[2..v.len() - 1].iter().all(u8::is_ascii_digit);
+    if !ok || v.len() < 4 {
+        return Err(invalid(format!(
+            "not a DEB: debian-binary holds {:?}, not a 2.x version",
+            String::from_utf8_lossy(&v)
+        )));
+    }
+    Ok(v)
+}
+
+/// Refuses signed data that apt would read as a Release file.
+fn check_signed_data(guard: &Guard) -> Result<(), SignError> {
+    if guard.release_like() {
+        return Err(invalid(
+            "refusing to sign: the DEB's signed members read as an APT Release file (text with hash lists), \
+             so its origin signature would also be a valid Release.gpg",
+        ));
+    }
+    Ok(())
 }
 
 /// What signing a DEB did.
@@ -123,31 +169,41 @@ pub fn sign(
     key: &mut SigningKey,
     time: SystemTime,
 ) -> Result<DebSigned, SignError> {
-    let mut archive = ar::Archive::new(input);
+    let mut archive = Reader::new(input).map_err(ar_err)?;
     let mut builder = ar::Builder::new(out);
     let mut hash = SigningKey::hasher()?;
+    let mut guard = Guard::new();
     let mut order = Order::new();
     let mut replaced = Vec::new();
-    while let Some(entry) = archive.next_entry() {
-        let mut entry = entry.map_err(ar_err)?;
-        let header = entry.header().clone();
-        let role = order.next(header.identifier())?;
-        if header.identifier() == ORIGIN {
+    while let Some(header) = archive.next_member().map_err(ar_err)? {
+        let role = order.next(&header.name)?;
+        if header.name.as_bytes() == ORIGIN {
+            if header.size > MAX_SIG {
+                return Err(invalid("corrupt DEB: _gpgorigin member too large"));
+            }
             let mut old = Vec::new();
-            (&mut entry).take(MAX_SIG).read_to_end(&mut old).map_err(ar_err)?;
+            (&mut archive).read_to_end(&mut old).map_err(ar_err)?;
             if let Ok(sig) = check::parse_signature(&old) {
                 replaced.extend(key::issuers(&sig));
             }
             continue;
         }
-        if role == Role::Extra {
-            builder.append(&header, &mut entry).map_err(ar_err)?;
-        } else {
-            let reader = HashingReader { inner: &mut entry, hash: &mut hash };
-            builder.append(&header, reader).map_err(ar_err)?;
+        match role {
+            Role::Extra => builder.append(&header.to_ar(), &mut archive).map_err(ar_err)?,
+            Role::DebianBinary => {
+                let v = debian_binary(&mut archive, &header)?;
+                hash.update(&v);
+                guard.update(&v);
+                builder.append(&header.to_ar(), &v[..]).map_err(ar_err)?;
+            }
+            _ => {
+                let reader = HashingReader { inner: &mut archive, hash: &mut hash, guard: &mut guard };
+                builder.append(&header.to_ar(), reader).map_err(ar_err)?;
+            }
         }
     }
     order.finish()?;
+    check_signed_data(&guard)?;
     let sig = key.sign_hash(hash, time)?;
     let bytes = key::binary_signature(&sig)?;
     let mut header = ar::Header::new(ORIGIN.to_vec(), bytes.len() as u64);
@@ -164,17 +220,16 @@ pub fn verify<R: Read + Seek>(input: &mut R, checker: &Checker) -> Result<String
     // Pass 1: member order, and the signature (it comes last).
     let mut sig_bytes = None;
     {
-        let mut archive = ar::Archive::new(&mut *input);
+        let mut archive = Reader::new(&mut *input).map_err(ar_err)?;
         let mut order = Order::new();
-        while let Some(entry) = archive.next_entry() {
-            let mut entry = entry.map_err(ar_err)?;
-            order.next(entry.header().identifier())?;
-            if entry.header().identifier() == ORIGIN {
-                if entry.header().size() > MAX_SIG {
+        while let Some(header) = archive.next_member().map_err(ar_err)? {
+            order.next(&header.name)?;
+            if header.name.as_bytes() == ORIGIN {
+                if header.size > MAX_SIG {
                     return Err(invalid("corrupt DEB: _gpgorigin member too large"));
                 }
                 let mut b = Vec::new();
-                entry.read_to_end(&mut b).map_err(ar_err)?;
+                (&mut archive).read_to_end(&mut b).map_err(ar_err)?;
                 sig_bytes = Some(b);
             }
         }
@@ -185,12 +240,13 @@ pub fn verify<R: Read + Seek>(input: &mut R, checker: &Checker) -> Result<String
     // Pass 2: hash the signed members.
     input.seek(SeekFrom::Start(start))?;
     let mut hash = check::hasher_for(&sig).map_err(|e| SignError::BadSignature(e.to_string()))?;
-    let mut archive = ar::Archive::new(&mut *input);
+    let mut guard = Guard::new();
+    let mut archive = Reader::new(&mut *input).map_err(ar_err)?;
     let mut order = Order::new();
-    while let Some(entry) = archive.next_entry() {
-        let mut entry = entry.map_err(ar_err)?;
-        if order.next(entry.header().identifier())? != Role::Extra {
-            io::copy(&mut HashingReader { inner: &mut entry, hash: &mut hash }, &mut io::sink()).map_err(ar_err)?;
+    while let Some(header) = archive.next_member().map_err(ar_err)? {
+        if order.next(&header.name)? != Role::Extra {
+            let mut r = HashingReader { inner: &mut archive, hash: &mut hash, guard: &mut guard };
+            io::copy(&mut r, &mut io::sink()).map_err(ar_err)?;
         }
     }
     checker.packet(&sig, &hash).map_err(|e| SignError::BadSignature(e.to_string()))

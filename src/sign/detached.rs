@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::time::SystemTime;
 
 use super::SignError;
+use super::content::Guard;
 use crate::key::{self, SigningKey};
 
 /// Copies `input` to `copy` while hashing it, then writes the armored signature to `asc`.
@@ -16,6 +17,7 @@ pub fn sign(
     time: SystemTime,
 ) -> Result<(), SignError> {
     let mut hash = SigningKey::hasher()?;
+    let mut guard = Guard::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match input.read(&mut buf) {
@@ -25,7 +27,14 @@ pub fn sign(
             Err(e) => return Err(e.into()),
         };
         hash.update(&buf[..n]);
+        guard.update(&buf[..n]);
         copy.write_all(&buf[..n])?;
+    }
+    if let Some(kind) = guard.finish() {
+        return Err(SignError::Invalid(format!(
+            "refusing a detached signature: the content is {}; sign it with its own format",
+            kind.describe()
+        )));
     }
     let sig = key.sign_hash(hash, time)?;
     asc.write_all(&key::armor_signature(&sig)?)?;

@@ -6,12 +6,15 @@
 //! caller makes the staged files final: [`commit_to_dir`] for a local directory, uploads in
 //! the same order for object storage. `manifest.json` goes last and marks a complete set.
 
+pub mod ar;
 pub mod checksums;
+pub mod content;
 pub mod deb;
 pub mod detached;
 pub mod manifest;
 pub mod release;
 pub mod rpm;
+pub mod rpmhdr;
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
@@ -38,6 +41,9 @@ pub enum SignError {
     /// The input is not what it claims to be (corrupt, truncated, hostile): permanent.
     #[error("{0}")]
     Invalid(String),
+    /// One artifact of a batch is invalid (as [`SignError::Invalid`]), named by its source.
+    #[error("{artifact}: {message}")]
+    InvalidArtifact { artifact: String, message: String },
     /// Two inputs would write the same output name: permanent.
     #[error("output conflict: {0}")]
     Conflict(String),
@@ -291,7 +297,7 @@ pub fn sign_batch(
             outputs.push(Output { name: name.to_owned(), sha256, size, format, artifact: i });
         };
         let with_name = |e: SignError| match e {
-            SignError::Invalid(m) => SignError::Invalid(format!("{}: {m}", a.source)),
+            SignError::Invalid(message) => SignError::InvalidArtifact { artifact: a.source.clone(), message },
             other => other,
         };
         match format {
@@ -316,7 +322,7 @@ pub fn sign_batch(
                 let asc_name = format!("{}.asc", a.name);
                 let mut copy = stage.create(&a.name)?;
                 let mut asc = stage.create(&asc_name)?;
-                detached::sign(&mut input, &mut copy, &mut asc, key, time)?;
+                detached::sign(&mut input, &mut copy, &mut asc, key, time).map_err(with_name)?;
                 let (d1, d2) = (Stage::close(copy)?, Stage::close(asc)?);
                 let sig = fs::read(staging.join(&asc_name))?;
                 checker

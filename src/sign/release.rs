@@ -26,6 +26,13 @@ pub fn read(input: &mut dyn Read) -> Result<Vec<u8>, SignError> {
     if !s.lines().any(|l| l.starts_with("SHA256:")) {
         return Err(SignError::Invalid("not an APT Release file: no SHA256 field (apt requires SHA256 lists)".into()));
     }
+    if super::content::classify(&text) != Some(super::content::SignedData::AptRelease) {
+        return Err(SignError::Invalid(
+            "refusing to sign: the Release file holds NUL bytes or starts like a DEB's signed members (\"2.\"), \
+             so its signature could also be a DEB origin signature"
+                .into(),
+        ));
+    }
     if !s.ends_with('\n') {
         return Err(SignError::Invalid("Release file does not end with a newline".into()));
     }

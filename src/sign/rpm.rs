@@ -13,16 +13,12 @@ use rpm::{Header, HeaderEntry, IndexData, IndexSignatureTag, PackageMetadata};
 use sha2::{Digest, Sha256};
 
 use super::SignError;
+use super::rpmhdr::{self, HeaderError};
 use crate::check::{self, Checker};
 use crate::key::{self, SigningKey};
 
 const LEAD_SIZE: usize = 96;
 const LEAD_MAGIC: [u8; 4] = [0xed, 0xab, 0xee, 0xdb];
-const HEADER_MAGIC: [u8; 8] = [0x8e, 0xad, 0xe8, 0x01, 0, 0, 0, 0];
-// rpm's own sanity limits (HEADER_TAGS_MAX, HEADER_DATA_MAX): a hostile header cannot make
-// us allocate more than this.
-const MAX_TAGS: u32 = 0xffff;
-const MAX_DATA: u32 = 0x0fff_ffff;
 
 const SIGTAG_DSA: u32 = 267;
 const SIGTAG_RSA: u32 = 268;
@@ -62,23 +58,14 @@ fn read_exact_or(input: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(),
     })
 }
 
-/// Reads one header structure (intro, index, store) with bounds checks.
-fn read_header(input: &mut dyn Read, what: &str) -> Result<Vec<u8>, SignError> {
-    let mut intro = [0u8; 16];
-    read_exact_or(input, &mut intro, what)?;
-    if intro[..8] != HEADER_MAGIC {
-        return Err(invalid(format!("not an RPM: bad {what} magic")));
-    }
-    let il = u32::from_be_bytes([intro[8], intro[9], intro[10], intro[11]]);
-    let dl = u32::from_be_bytes([intro[12], intro[13], intro[14], intro[15]]);
-    if il == 0 || il > MAX_TAGS || dl > MAX_DATA {
-        return Err(invalid(format!("corrupt RPM: {what} claims {il} tags and {dl} data bytes")));
-    }
-    let len = 16 + il as usize * 16 + dl as usize;
-    let mut buf = vec![0u8; len];
-    buf[..16].copy_from_slice(&intro);
-    read_exact_or(input, &mut buf[16..], what)?;
-    Ok(buf)
+/// Reads one header structure with every index entry bounds-checked ([`rpmhdr`]).
+fn read_header(input: &mut dyn Read, what: &'static str, limit: usize) -> Result<Vec<u8>, SignError> {
+    rpmhdr::read(input, what, limit).map_err(|e| match e {
+        HeaderError::Truncated(w) => invalid(format!("truncated RPM: file ends inside the {w}")),
+        HeaderError::Magic(w) => invalid(format!("not an RPM: bad {w} magic")),
+        HeaderError::Io { message, .. } => SignError::Io(io::Error::other(message)),
+        other => invalid(format!("corrupt RPM: {other}")),
+    })
 }
 
 impl RawRpm {
@@ -89,11 +76,11 @@ impl RawRpm {
         if lead[..4] != LEAD_MAGIC {
             return Err(invalid("not an RPM: bad lead magic"));
         }
-        let sig = read_header(input, "signature header")?;
+        let sig = read_header(input, "signature header", rpmhdr::MAX_SIGNATURE_HEADER)?;
         let pad = (8 - sig.len() % 8) % 8;
         let mut padding = vec![0u8; pad];
         read_exact_or(input, &mut padding, "signature header")?;
-        let header = read_header(input, "header")?;
+        let header = read_header(input, "header", rpmhdr::MAX_HEADER)?;
 
         let mut all = Vec::with_capacity(lead.len() + sig.len() + pad + header.len());
         all.extend_from_slice(&lead);

@@ -46,8 +46,13 @@ impl AwsRuntime {
             .operation_attempt_timeout(Duration::from_secs(20))
             .operation_timeout(Duration::from_secs(60))
             .build();
-        let shared =
-            rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load());
+        let shared = rt.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .timeout_config(timeouts)
+                // One logged retry policy: the worker's (see worker::failure), not the SDK's silent one.
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .load(),
+        );
         Ok(AwsRuntime { rt: Some(rt), shared })
     }
 

@@ -50,6 +50,18 @@ impl DirStore {
         fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Self::io(dir))
     }
 
+    /// Like [`Self::write_atomic`], but never replaces an existing file: the temporary file
+    /// is hard-linked to its name, which fails if the name exists (no check-then-rename race).
+    fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), VaultError> {
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(Self::io(dir))?;
+        tmp.write_all(bytes).map_err(Self::io(dir))?;
+        tmp.as_file().sync_all().map_err(Self::io(dir))?;
+        let dest = dir.join(name);
+        fs::hard_link(tmp.path(), &dest).map_err(|e| VaultError::Io { path: dest.clone(), source: e })?;
+        drop(tmp);
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Self::io(dir))
+    }
+
     fn create_dir_private(path: &Path) -> Result<(), VaultError> {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(Self::io(path))
@@ -114,11 +126,13 @@ impl SealedStore for DirStore {
         let dir = self.key_dir(&name);
         Self::create_dir_private(&dir)?;
         let file = format!("{}.json", record.fingerprint);
-        if dir.join(&file).exists() {
-            return Err(VaultError::Exists(format!("{name} ({})", record.fingerprint)));
-        }
         let json = serde_json::to_vec_pretty(record).map_err(|e| VaultError::Corrupt(e.to_string()))?;
-        Self::write_atomic(&dir, &file, &json)
+        match Self::write_new(&dir, &file, &json) {
+            Err(VaultError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(VaultError::Exists(format!("{name} ({})", record.fingerprint)))
+            }
+            other => other,
+        }
     }
 
     fn set_active(&self, name: &KeyName, fingerprint: &str) -> Result<(), VaultError> {

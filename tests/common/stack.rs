@@ -78,7 +78,7 @@ impl Stack {
             .map(|k| {
                 format!(
                     "[keys.{k}]\nproducers = [{user:?}]\nsources = [\"{i}/*\"]\noutputs = [\"{o}/*\"]\n\
-                     formats = [\"rpm\", \"deb\", \"detached\", \"apt-release\"]\n\n",
+                     formats = [\"rpm\", \"deb\", \"detached\", \"apt-release\"]\nallow_mixed_formats = true\n\n",
                     user = stack.amqp_user(),
                     i = stack.input,
                     o = stack.output

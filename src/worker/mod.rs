@@ -18,17 +18,19 @@
 //! made and checked and before any output is written, so nothing signed becomes visible
 //! without its audit record.
 
+mod failure;
+mod lock;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
@@ -42,12 +44,23 @@ use crate::key::SigningKey;
 use crate::policy::{Authorizer, Denied};
 use crate::queue::{self, Publisher, Topology};
 use crate::sign::manifest::Manifest;
-use crate::sign::{self, Artifact, BatchContext, MANIFEST, SignError};
+use crate::sign::{self, Artifact, BatchContext, MANIFEST};
 use crate::store::{ObjectStore, StoreError};
-use crate::vault::{Vault, VaultError};
+use crate::vault::Vault;
+use failure::{Failure, Stage, permanent};
+use lock::{InFlight, JobLock};
 
 /// Largest manifest the worker reads back.
 const MANIFEST_LIMIT: u64 = 16 * 1024 * 1024;
+/// How long a delivery waits for another delivery of the same job before handing it back.
+const BUSY_WAIT: Duration = Duration::from_secs(30);
+
+/// Backoff between whole-job retries: 1 s doubling to 60 s, with up to 25% jitter.
+fn retry_delay(retries: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << retries.min(6)).min(Duration::from_secs(60));
+    let jitter = rand::random::<f64>() * 0.25;
+    base.mul_f64(1.0 + jitter)
+}
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -56,8 +69,12 @@ pub struct WorkerConfig {
     pub topology: Topology,
     /// Jobs in flight at once (= prefetch).
     pub concurrency: u16,
-    /// Deliveries after which a transiently failing job is failed and dead-lettered.
+    /// Deliveries after which a job that never finished (its workers died) is failed and
+    /// dead-lettered. Transient failures do not count: they are retried within `retry_horizon`.
     pub max_deliveries: i64,
+    /// How long a job that keeps failing transiently (S3, KMS or vault unavailable, disk
+    /// full) is retried, backing off, before it is failed as `internal`.
+    pub retry_horizon: Duration,
     /// How long in-flight jobs may run after a shutdown signal.
     pub shutdown_timeout: Duration,
     /// Where artifacts are staged while they are signed.
@@ -81,46 +98,6 @@ impl WorkerConfig {
     }
 }
 
-/// A job's failure, with its disposition.
-#[derive(Debug)]
-enum Failure {
-    /// The input is wrong: fail now, dead-letter.
-    Permanent(ErrorInfo),
-    /// Infrastructure trouble: retry later.
-    Transient(String),
-}
-
-fn permanent(code: ErrorCode, message: impl Into<String>, artifact: Option<String>) -> Failure {
-    Failure::Permanent(ErrorInfo { code, message: message.into(), artifact })
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound { ref bucket, ref key } => {
-                permanent(ErrorCode::ArtifactMissing, e.to_string(), Some(format!("s3://{bucket}/{key}")))
-            }
-            StoreError::Rejected { .. } | StoreError::Exists { .. } => {
-                permanent(ErrorCode::Internal, e.to_string(), None)
-            }
-            StoreError::Transient { .. } | StoreError::Local { .. } => Failure::Transient(e.to_string()),
-        }
-    }
-}
-
-impl From<VaultError> for Failure {
-    fn from(e: VaultError) -> Self {
-        match e {
-            VaultError::UnknownKey(_) => permanent(ErrorCode::UnknownKey, e.to_string(), None),
-            // KMS said no (access denied, key disabled): the same key will be refused again.
-            VaultError::KmsDenied { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
-            // A vault that cannot be read or unsealed is the operator's problem, not the job's:
-            // retry, and dead-letter as internal if it does not recover.
-            other => Failure::Transient(other.to_string()),
-        }
-    }
-}
-
 /// Unsealed keys by (name, fingerprint), with when they were unsealed.
 type KeyCache = HashMap<(String, String), (Arc<SigningKey>, Instant)>;
 
@@ -133,7 +110,7 @@ pub struct Worker<S> {
     audit: AuditLog,
     keys: tokio::sync::Mutex<KeyCache>,
     /// Job ids in flight in this process (the broker lock only excludes other connections).
-    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    in_flight: InFlight,
 }
 
 impl<S: ObjectStore + 'static> Worker<S> {
@@ -213,6 +190,8 @@ impl<S: ObjectStore + 'static> Worker<S> {
     async fn handle(self: Arc<Self>, d: Delivery, publisher: &Publisher, conn: &lapin::Connection) {
         let started = Instant::now();
         // x-delivery-count counts earlier deliveries; this is delivery number `attempt`.
+        // Transient failures are retried within a delivery, so a count above 0 means
+        // earlier deliveries were cut short (a worker died, a connection dropped).
         let attempt = queue::int_header(&d.properties, "x-delivery-count").unwrap_or(0) + 1;
         let message_id = d.properties.message_id().as_ref().map(|m| m.to_string());
         let producer = d.properties.user_id().as_ref().map(|u| u.to_string());
@@ -222,8 +201,23 @@ impl<S: ObjectStore + 'static> Worker<S> {
             artifacts = tracing::field::Empty, outcome = tracing::field::Empty);
         async move {
             info!(redelivered = d.redelivered, "job started");
-            let result = self.process(&d.data, producer.as_deref(), conn).await;
-            let outcome = self.settle(&d, publisher, &job_id, attempt, result).await;
+            let result = if attempt > self.cfg.max_deliveries {
+                // Every earlier delivery died with its worker: stop before this one does too,
+                // and tell the producer (the broker's own limit would drop it silently).
+                let msg = format!(
+                    "delivered {attempt} times without finishing (workers died or lost the broker while handling it)"
+                );
+                Err((None, permanent(ErrorCode::Internal, msg, None)))
+            } else {
+                // A panic is a bug, never a reason to lose the job or the worker: it fails the
+                // job (retrying would panic again), and the job's guards are dropped on unwind.
+                let work = std::panic::AssertUnwindSafe(self.process(&d.data, producer.as_deref(), conn));
+                work.catch_unwind().await.unwrap_or_else(|_| {
+                    error!("panic while processing the job");
+                    Err((None, permanent(ErrorCode::Internal, "the worker hit an internal error (a bug)", None)))
+                })
+            };
+            let outcome = self.settle(&d, publisher, &job_id, result).await;
             tracing::Span::current().record("outcome", outcome);
             info!(outcome, duration_ms = started.elapsed().as_millis() as u64, "job finished");
         }
@@ -237,7 +231,6 @@ impl<S: ObjectStore + 'static> Worker<S> {
         d: &Delivery,
         publisher: &Publisher,
         job_id: &str,
-        attempt: i64,
         result: Result<Event, (Option<String>, Failure)>,
     ) -> &'static str {
         let (event, ack, outcome) = match result {
@@ -246,23 +239,23 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 warn!(code = info.code.as_str(), error = %info.message, "job failed");
                 (Event::failed(&self.cfg.source, job_id, key, info), false, "failed")
             }
-            Err((key, Failure::Transient(msg))) => {
-                if attempt < self.cfg.max_deliveries {
-                    // Back off before handing the job back, so a lasting outage does not burn
-                    // through the deliveries in milliseconds.
-                    let delay = Duration::from_millis(500u64 << attempt.clamp(0, 6) as u32);
-                    warn!(error = %msg, retry_in = ?delay, "transient failure; requeueing for another attempt");
-                    tokio::time::sleep(delay).await;
-                    // reject, not nack: RabbitMQ >= 4.3 only counts x-delivery-count on reject.
-                    if let Err(e) = d.reject(BasicRejectOptions { requeue: true }).await {
-                        warn!(error = %e, "reject failed; the broker will redeliver after reconnecting");
-                    }
-                    return "retrying";
+            Err((_, Failure::Busy(msg))) => {
+                // Another delivery of this job is still running: hand it back without an event;
+                // when it comes again it is answered from that delivery's manifest.
+                info!(reason = %msg, "job busy elsewhere; handing it back");
+                if let Err(e) = d.reject(BasicRejectOptions { requeue: true }).await {
+                    warn!(error = %e, "reject failed; the broker will redeliver after reconnecting");
                 }
-                error!(error = %msg, attempts = attempt, "giving up after repeated transient failures");
+                return "requeued";
+            }
+            Err((key, Failure::Transient(msg))) => {
+                error!(error = %msg, horizon = ?self.cfg.retry_horizon, "giving up after transient failures for the whole retry horizon");
                 let info = ErrorInfo {
                     code: ErrorCode::Internal,
-                    message: format!("gave up after {attempt} attempts: {msg}"),
+                    message: format!(
+                        "gave up after retrying for {}: {msg}",
+                        humantime::format_duration(self.cfg.retry_horizon)
+                    ),
                     artifact: None,
                 };
                 (Event::failed(&self.cfg.source, job_id, key, info), false, "failed")
@@ -305,32 +298,44 @@ impl<S: ObjectStore + 'static> Worker<S> {
         if let Err(denied) = self.authorizer.authorize(&job, producer) {
             return Err((key_name, self.deny(&job, producer, denied).await));
         }
-        // One attempt per job id at a time, across all workers: an exclusive queue is a lock
-        // the broker releases by itself when its holder's connection dies.
-        let busy =
-            || Failure::Transient(format!("job {} is being signed by another delivery; retrying later", job.job_id));
-        if !self.in_flight_insert(job.job_id.as_str()) {
-            return Err((key_name, busy()));
-        }
-        let result = match JobLock::acquire(conn, &self.cfg.topology, job.job_id.as_str()).await {
-            Ok(lock) => {
-                let r = self.sign_job(&job, producer).await.map_err(|f| (key_name, f));
-                lock.release().await;
-                r
+        // One attempt per job id at a time, across all workers. A busy job waits a little
+        // (the other delivery usually finishes in well under a second) and is then handed
+        // back; waiting never counts against it.
+        let busy_since = Instant::now();
+        let (_in_flight, lock) = loop {
+            let attempt = match self.in_flight.enter(job.job_id.as_str()) {
+                None => Err(Failure::Busy(format!("job {} is being signed by this worker", job.job_id))),
+                Some(guard) => match JobLock::acquire(conn, &self.cfg.topology, job.job_id.as_str()).await {
+                    Ok(lock) => Ok((guard, lock)),
+                    Err(f) => Err(f),
+                },
+            };
+            match attempt {
+                Ok(held) => break held,
+                Err(Failure::Busy(_)) if busy_since.elapsed() < BUSY_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(f) => return Err((key_name, f)),
             }
-            Err(f) => Err((key_name, f)),
         };
-        self.in_flight_remove(job.job_id.as_str());
-        result
-    }
-
-    fn in_flight_insert(&self, id: &str) -> bool {
-        // A poisoned lock only means another job panicked; the set is still valid.
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned())
-    }
-
-    fn in_flight_remove(&self, id: &str) {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        // Transient trouble is retried here, backing off, for the whole retry horizon: the
+        // lock stays held, and the delivery count stays for deliveries that were cut off.
+        let first_failure = Instant::now();
+        let mut retries = 0u32;
+        let result = loop {
+            match self.sign_job(&job, producer).await {
+                Err(Failure::Transient(msg)) if first_failure.elapsed() < self.cfg.retry_horizon => {
+                    let delay =
+                        retry_delay(retries).min(self.cfg.retry_horizon.saturating_sub(first_failure.elapsed()));
+                    retries += 1;
+                    warn!(error = %msg, retries, retry_in = ?delay, "transient failure; retrying the job");
+                    tokio::time::sleep(delay).await;
+                }
+                other => break other,
+            }
+        };
+        lock.release().await;
+        result.map_err(|f| (key_name, f))
     }
 
     /// Records a denial in the audit log; returns the job's failure.
@@ -360,11 +365,11 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let append = || async { self.audit.append(&self.store, rec.clone()).await };
         append
             .retry(self.cfg.retry)
-            .when(StoreError::is_transient)
+            .when(failure::store_retryable)
             .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "audit append failed"))
             .await
             .map(|_| ())
-            .map_err(|e| Failure::Transient(format!("audit log {}: {e}", self.audit.location())))
+            .map_err(|e| failure::store(Stage::Audit, e, None))
     }
 
     async fn sign_job(&self, job: &Job, producer: Option<&str>) -> Result<Event, Failure> {
@@ -391,13 +396,10 @@ impl<S: ObjectStore + 'static> Worker<S> {
             let fetch = || async { self.store.get_to_file(a.bucket.as_str(), a.key.as_str(), &path).await };
             let got = fetch
                 .retry(self.cfg.retry)
-                .when(StoreError::is_transient)
+                .when(failure::store_retryable)
                 .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "fetch failed"))
                 .await
-                .map_err(|e| match e {
-                    StoreError::Rejected { .. } => permanent(ErrorCode::Unauthorized, e.to_string(), Some(a.uri())),
-                    other => other.into(),
-                })?;
+                .map_err(|e| failure::store(Stage::Fetch, e, Some(a.uri())))?;
             if let Some(want) = &a.sha256
                 && want.as_str() != got.sha256
             {
@@ -434,15 +436,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let batch = tokio::task::spawn_blocking(move || sign::sign_batch(&mut signer, &artifacts, &ctx, &staging_dir))
             .await
             .map_err(|e| permanent(ErrorCode::Internal, format!("signing task failed: {e}"), None))?
-            .map_err(|e| match e {
-                SignError::Invalid(m) => {
-                    let artifact = job.artifacts.iter().map(|a| a.uri()).find(|u| m.starts_with(&format!("{u}: ")));
-                    permanent(ErrorCode::InvalidArtifact, m, artifact)
-                }
-                SignError::Conflict(m) => permanent(ErrorCode::OutputConflict, m, None),
-                SignError::Io(e) => Failure::Transient(format!("staging: {e}")),
-                other => permanent(ErrorCode::Internal, other.to_string(), None),
-            })?;
+            .map_err(Failure::from)?;
 
         // The signatures exist now: record them before any of them can be published.
         self.append_audit(self.signed_record(job, producer, &batch, &staging)).await?;
@@ -458,7 +452,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             };
             match put
                 .retry(self.cfg.retry)
-                .when(StoreError::is_transient)
+                .when(failure::store_retryable)
                 .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "upload failed"))
                 .await
             {
@@ -467,14 +461,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
                     // Another delivery of the same job committed first.
                     return self.existing(job).await?.ok_or_else(|| Failure::Transient("manifest vanished".into()));
                 }
-                Err(e @ StoreError::NotFound { .. }) => {
-                    return Err(permanent(
-                        ErrorCode::InvalidJob,
-                        format!("cannot write outputs: {e} (no such output bucket?)"),
-                        None,
-                    ));
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(failure::store(Stage::Output, e, None)),
             }
         }
         Ok(event_from_manifest(&self.cfg.source, &batch.manifest, &job.output))
@@ -514,11 +501,15 @@ impl<S: ObjectStore + 'static> Worker<S> {
     /// cache lifetime). The active fingerprint is looked up on every job, so a rotation
     /// takes effect with the next job.
     async fn signing_key(&self, job: &Job) -> Result<Arc<SigningKey>, Failure> {
-        let vault = self.vault.clone();
-        let name = job.key.clone();
-        let fpr = tokio::task::spawn_blocking(move || vault.active(&name))
-            .await
-            .map_err(|e| Failure::Transient(format!("vault task failed: {e}")))??;
+        let active = || async {
+            let (vault, name) = (self.vault.clone(), job.key.clone());
+            tokio::task::spawn_blocking(move || vault.active(&name)).await.map_err(vault_task)?
+        };
+        let fpr = active
+            .retry(self.cfg.retry)
+            .when(failure::vault_retryable)
+            .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "vault lookup failed"))
+            .await?;
         let mut keys = self.keys.lock().await;
         let slot = (job.key.to_string(), fpr.clone());
         if let Some((k, at)) = keys.get(&slot)
@@ -527,11 +518,15 @@ impl<S: ObjectStore + 'static> Worker<S> {
             return Ok(k.clone());
         }
         keys.retain(|_, (_, at)| at.elapsed() < self.cfg.key_cache_ttl);
-        let vault = self.vault.clone();
-        let name = job.key.clone();
-        let key = tokio::task::spawn_blocking(move || vault.unseal(&name, &fpr))
-            .await
-            .map_err(|e| Failure::Transient(format!("vault task failed: {e}")))??;
+        let unseal = || async {
+            let (vault, name, fpr) = (self.vault.clone(), job.key.clone(), fpr.clone());
+            tokio::task::spawn_blocking(move || vault.unseal(&name, &fpr)).await.map_err(vault_task)?
+        };
+        let key = unseal
+            .retry(self.cfg.retry)
+            .when(failure::vault_retryable)
+            .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "unsealing failed"))
+            .await?;
         let key = Arc::new(key);
         if !self.cfg.key_cache_ttl.is_zero() {
             keys.insert(slot, (key.clone(), Instant::now()));
@@ -546,9 +541,10 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let get = || async { self.store.get_small(job.output.bucket.as_str(), &key, MANIFEST_LIMIT).await };
         let Some(bytes) = get
             .retry(self.cfg.retry)
-            .when(StoreError::is_transient)
+            .when(failure::store_retryable)
             .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "reading the manifest failed"))
-            .await?
+            .await
+            .map_err(|e| failure::store(Stage::Output, e, None))?
         else {
             return Ok(None);
         };
@@ -578,6 +574,10 @@ impl<S: ObjectStore + 'static> Worker<S> {
         }
         Ok(Some(event_from_manifest(&self.cfg.source, &m, &job.output)))
     }
+}
+
+fn vault_task(e: tokio::task::JoinError) -> crate::vault::VaultError {
+    crate::vault::VaultError::Unavailable(format!("vault task failed: {e}"))
 }
 
 fn same_inputs(job: &Job, m: &Manifest) -> bool {
@@ -635,33 +635,5 @@ fn content_type(name: &str) -> &'static str {
         "json" => "application/json",
         _ if ["SHA256SUMS", "InRelease", "Release"].contains(&name) => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
-    }
-}
-
-/// A per-job lock held as an exclusive queue `NS.lock.JOB_ID` on its own channel.
-struct JobLock {
-    ch: lapin::Channel,
-    name: String,
-}
-
-impl JobLock {
-    async fn acquire(conn: &lapin::Connection, topology: &Topology, job_id: &str) -> Result<JobLock, Failure> {
-        let broker = |e: lapin::Error| Failure::Transient(format!("broker: {e}"));
-        let ch = conn.create_channel().await.map_err(broker)?;
-        let name = format!("{}.lock.{job_id}", topology.jobs.trim_end_matches(".jobs"));
-        let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        match ch.queue_declare(name.as_str().into(), opts, FieldTable::default()).await {
-            Ok(_) => Ok(JobLock { ch, name }),
-            // RESOURCE_LOCKED: another connection holds it, i.e. the job runs elsewhere.
-            Err(e) if e.to_string().contains("RESOURCE_LOCKED") || e.to_string().contains("405") => {
-                Err(Failure::Transient(format!("job {job_id} is being signed by another delivery; retrying later")))
-            }
-            Err(e) => Err(broker(e)),
-        }
-    }
-
-    async fn release(self) {
-        let _ = self.ch.queue_delete(self.name.as_str().into(), QueueDeleteOptions::default()).await;
-        let _ = self.ch.close(200, "job done".into()).await;
     }
 }
