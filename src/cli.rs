@@ -116,6 +116,10 @@ pub struct WorkerArgs {
     /// Keep it below the broker's consumer timeout (RabbitMQ default: 30 min).
     #[arg(long, env = "SIGNET_RETRY_HORIZON", default_value = "15m", value_parser = humantime::parse_duration)]
     pub retry_horizon: std::time::Duration,
+    /// Largest artifact the worker fetches (bytes); a larger one fails the job as
+    /// `invalid_artifact` before it is downloaded.
+    #[arg(long, env = "SIGNET_MAX_ARTIFACT_BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
+    pub max_artifact_bytes: u64,
     /// Seconds in-flight jobs may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SIGNET_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,

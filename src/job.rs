@@ -10,6 +10,8 @@ use crate::vault::KeyName;
 
 /// Most artifacts one job may carry.
 pub const MAX_ARTIFACTS: usize = 1000;
+/// Largest job message (a job of MAX_ARTIFACTS artifacts with long keys fits in ~1.2 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Why a message is not a job.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +191,9 @@ pub struct Job {
 impl Job {
     /// Parses and validates a job message body.
     pub fn parse(body: &[u8]) -> Result<Job, JobError> {
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(JobError(format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", body.len())));
+        }
         let job: Job = serde_json::from_slice(body).map_err(|e| JobError(e.to_string()))?;
         if job.artifacts.is_empty() {
             return Err(JobError("artifacts must not be empty".into()));
@@ -201,8 +206,9 @@ impl Job {
 
     /// Best effort: the job id of a message that did not parse, for its failure event.
     pub fn salvage_id(body: &[u8], message_id: Option<&str>) -> Option<JobId> {
-        let from_body = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
+        let from_body = (body.len() <= MAX_MESSAGE_BYTES)
+            .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .flatten()
             .and_then(|v| v.get("job_id").and_then(|j| j.as_str()).and_then(|s| s.parse().ok()));
         from_body.or_else(|| message_id.and_then(|m| m.parse().ok()))
     }

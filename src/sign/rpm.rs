@@ -59,8 +59,14 @@ fn read_exact_or(input: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(),
 }
 
 /// Reads one header structure with every index entry bounds-checked ([`rpmhdr`]).
-fn read_header(input: &mut dyn Read, what: &'static str, limit: usize) -> Result<Vec<u8>, SignError> {
-    rpmhdr::read(input, what, limit).map_err(|e| match e {
+fn read_header(
+    input: &mut dyn Read,
+    what: &'static str,
+    limit: usize,
+    types: &[(u32, u32)],
+) -> Result<Vec<u8>, SignError> {
+    let checked = rpmhdr::read(input, what, limit).and_then(|buf| rpmhdr::check_types(&buf, what, types).map(|()| buf));
+    checked.map_err(|e| match e {
         HeaderError::Truncated(w) => invalid(format!("truncated RPM: file ends inside the {w}")),
         HeaderError::Magic(w) => invalid(format!("not an RPM: bad {w} magic")),
         HeaderError::Io { message, .. } => SignError::Io(io::Error::other(message)),
@@ -76,11 +82,11 @@ impl RawRpm {
         if lead[..4] != LEAD_MAGIC {
             return Err(invalid("not an RPM: bad lead magic"));
         }
-        let sig = read_header(input, "signature header", rpmhdr::MAX_SIGNATURE_HEADER)?;
+        let sig = read_header(input, "signature header", rpmhdr::MAX_SIGNATURE_HEADER, rpmhdr::SIGNATURE_TYPES)?;
         let pad = (8 - sig.len() % 8) % 8;
         let mut padding = vec![0u8; pad];
         read_exact_or(input, &mut padding, "signature header")?;
-        let header = read_header(input, "header", rpmhdr::MAX_HEADER)?;
+        let header = read_header(input, "header", rpmhdr::MAX_HEADER, rpmhdr::HEADER_TYPES)?;
 
         let mut all = Vec::with_capacity(lead.len() + sig.len() + pad + header.len());
         all.extend_from_slice(&lead);

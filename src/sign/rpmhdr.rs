@@ -147,6 +147,56 @@ pub fn check(buf: &[u8], what: &'static str) -> Result<(), HeaderError> {
     Ok(())
 }
 
+/// Data types of the tags signet reads or rewrites in the signature header.
+pub const SIGNATURE_TYPES: &[(u32, u32)] = &[
+    (62, 7),   // HEADERSIGNATURES region: BIN
+    (267, 7),  // DSAHEADER (also EdDSA): BIN
+    (268, 7),  // RSAHEADER: BIN
+    (269, 6),  // SHA1HEADER: STRING
+    (270, 5),  // LONGSIZE: INT64
+    (271, 5),  // LONGARCHIVESIZE: INT64
+    (273, 6),  // SHA256HEADER: STRING
+    (278, 8),  // OPENPGP: STRING_ARRAY
+    (1000, 4), // SIZE: INT32
+    (1002, 7), // PGP: BIN
+    (1004, 7), // MD5: BIN
+    (1005, 7), // GPG: BIN
+    (1007, 4), // PAYLOADSIZE: INT32
+    (1008, 7), // RESERVEDSPACE: BIN
+];
+
+/// Data types of the tags signet reads in the main header.
+pub const HEADER_TYPES: &[(u32, u32)] = &[
+    (63, 7),   // HEADERIMMUTABLE region: BIN
+    (1000, 6), // NAME: STRING
+    (1001, 6), // VERSION: STRING
+    (1002, 6), // RELEASE: STRING
+    (1022, 6), // ARCH: STRING
+    (5092, 8), // PAYLOADDIGEST: STRING_ARRAY
+    (5093, 4), // PAYLOADDIGESTALGO: INT32
+];
+
+/// Checks that the tags listed in `types` have their data type (a digest stored as a number
+/// would otherwise be skipped, not checked).
+pub fn check_types(buf: &[u8], what: &'static str, types: &[(u32, u32)]) -> Result<(), HeaderError> {
+    let (entries, _) = counts(buf);
+    for i in 0..entries {
+        let at = INTRO + i as usize * ENTRY;
+        let (tag, kind) = (be32(buf, at), be32(buf, at + 4));
+        if let Some((_, want)) = types.iter().find(|(t, _)| *t == tag)
+            && kind != *want
+        {
+            return Err(HeaderError::Entry {
+                what,
+                index: i,
+                tag,
+                problem: format!("data type {kind}, expected {want}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +213,14 @@ mod tests {
         }
         b.extend_from_slice(store);
         b
+    }
+
+    #[test]
+    fn known_tags_must_have_their_type() {
+        let h = header(&[(273, 4, 0, 1)], &[0; 4]);
+        assert_eq!(check(&h, "signature header"), Ok(()));
+        let err = check_types(&h, "signature header", SIGNATURE_TYPES).unwrap_err().to_string();
+        assert!(err.contains("tag 273") && err.contains("expected 6"), "{err}");
     }
 
     #[test]

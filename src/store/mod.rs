@@ -14,6 +14,9 @@ pub enum StoreError {
     /// Access denied or another client error: permanent.
     #[error("s3://{bucket}/{key}: {message}")]
     Rejected { bucket: String, key: String, message: String },
+    /// The object is larger than the caller accepts: permanent.
+    #[error("s3://{bucket}/{key} is {size} bytes or more; the limit is {limit}")]
+    TooLarge { bucket: String, key: String, size: u64, limit: u64 },
     /// A conditional write found the object already there.
     #[error("s3://{bucket}/{key} already exists")]
     Exists { bucket: String, key: String },
@@ -42,12 +45,14 @@ pub struct Fetched {
 /// An S3-like object store. Objects are streamed to and from local files.
 #[allow(async_fn_in_trait)]
 pub trait ObjectStore: Send + Sync {
-    /// Streams an object into `dest`, hashing it on the way.
+    /// Streams an object into `dest`, hashing it on the way; an object larger than `limit`
+    /// bytes fails with [`StoreError::TooLarge`] before (by its length) or while it streams.
     fn get_to_file(
         &self,
         bucket: &str,
         key: &str,
         dest: &Path,
+        limit: u64,
     ) -> impl std::future::Future<Output = Result<Fetched, StoreError>> + Send;
     /// Reads a small object fully; `None` if it does not exist.
     fn get_small(

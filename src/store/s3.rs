@@ -81,9 +81,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl ObjectStore for S3Store {
-    async fn get_to_file(&self, bucket: &str, key: &str, dest: &Path) -> Result<Fetched, StoreError> {
+    async fn get_to_file(&self, bucket: &str, key: &str, dest: &Path, limit: u64) -> Result<Fetched, StoreError> {
         let out =
             self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key))?;
+        let too_large = |size: u64| StoreError::TooLarge { bucket: bucket.into(), key: key.into(), size, limit };
+        if let Some(len) = out.content_length().and_then(|l| u64::try_from(l).ok())
+            && len > limit
+        {
+            return Err(too_large(len));
+        }
         let local = |source| StoreError::Local { bucket: bucket.into(), key: key.into(), source };
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
         let mut body = out.body;
@@ -98,6 +104,9 @@ impl ObjectStore for S3Store {
             let Some(chunk) = chunk else { break };
             hash.update(&chunk);
             size += chunk.len() as u64;
+            if size > limit {
+                return Err(too_large(size));
+            }
             file.write_all(&chunk).await.map_err(local)?;
         }
         file.flush().await.map_err(local)?;
@@ -114,12 +123,10 @@ impl ObjectStore for S3Store {
                 };
             }
         };
-        if out.content_length().is_some_and(|l| l as u64 > limit) {
-            return Err(StoreError::Rejected {
-                bucket: bucket.into(),
-                key: key.into(),
-                message: format!("larger than {limit} bytes"),
-            });
+        if let Some(len) = out.content_length().and_then(|l| u64::try_from(l).ok())
+            && len > limit
+        {
+            return Err(StoreError::TooLarge { bucket: bucket.into(), key: key.into(), size: len, limit });
         }
         let bytes = out.body.collect().await.map_err(|e| StoreError::Transient {
             bucket: bucket.into(),

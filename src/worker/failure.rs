@@ -59,11 +59,13 @@ pub fn store(stage: Stage, e: StoreError, artifact: Option<String>) -> Failure {
         (StoreError::NotFound { .. }, Stage::Output) => {
             permanent(ErrorCode::InvalidJob, format!("cannot use the output location: {msg} (no such bucket?)"), None)
         }
+        (StoreError::TooLarge { .. }, Stage::Fetch) => permanent(ErrorCode::InvalidArtifact, msg, artifact),
         (StoreError::Rejected { .. }, Stage::Fetch) => permanent(ErrorCode::Unauthorized, msg, artifact),
         (StoreError::Rejected { .. }, Stage::Output) => {
             permanent(ErrorCode::Unauthorized, format!("the worker may not use the output location: {msg}"), None)
         }
         (_, Stage::Audit) => permanent(ErrorCode::Internal, format!("audit log: {msg}"), None),
+        (StoreError::TooLarge { .. }, Stage::Output) => permanent(ErrorCode::OutputConflict, msg, None),
         (StoreError::Exists { .. }, _) => permanent(ErrorCode::Internal, msg, None),
     }
 }

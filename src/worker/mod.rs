@@ -75,6 +75,8 @@ pub struct WorkerConfig {
     /// How long a job that keeps failing transiently (S3, KMS or vault unavailable, disk
     /// full) is retried, backing off, before it is failed as `internal`.
     pub retry_horizon: Duration,
+    /// Largest artifact fetched; a larger one fails the job as `invalid_artifact`.
+    pub max_artifact_bytes: u64,
     /// How long in-flight jobs may run after a shutdown signal.
     pub shutdown_timeout: Duration,
     /// Where artifacts are staged while they are signed.
@@ -393,7 +395,9 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let mut artifacts = Vec::with_capacity(job.artifacts.len());
         for (i, a) in job.artifacts.iter().enumerate() {
             let path = inputs.join(i.to_string());
-            let fetch = || async { self.store.get_to_file(a.bucket.as_str(), a.key.as_str(), &path).await };
+            let fetch = || async {
+                self.store.get_to_file(a.bucket.as_str(), a.key.as_str(), &path, self.cfg.max_artifact_bytes).await
+            };
             let got = fetch
                 .retry(self.cfg.retry)
                 .when(failure::store_retryable)

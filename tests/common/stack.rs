@@ -135,7 +135,7 @@ impl Stack {
         let dest = self.env.path(&format!("dl/{key}"));
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         self.rt
-            .block_on(self.store.get_to_file(bucket, key, &dest))
+            .block_on(self.store.get_to_file(bucket, key, &dest, u64::MAX))
             .unwrap_or_else(|e| panic!("download {bucket}/{key}: {e}"));
         dest
     }
