@@ -48,7 +48,7 @@ ensure_venv() {
     fi
     log "pip install '$SIGNET_MOTO_SPEC' boto3 into $SIGNET_VENV (takes a while the first time)"
     "$SIGNET_VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
-        "$SIGNET_MOTO_SPEC" 'boto3>=1.34' 'jsonschema>=4.18' >&2 || die "pip install failed"
+        "$SIGNET_MOTO_SPEC" 'boto3>=1.34' 'jsonschema>=4.18' 'pika>=1.3' >&2 || die "pip install failed"
     {
         printf '%s\n' "$SIGNET_MOTO_SPEC"
         "$SIGNET_VENV/bin/python" -c 'import moto, boto3; print("moto", moto.__version__, "boto3", boto3.__version__)'

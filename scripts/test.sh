@@ -9,6 +9,9 @@ bash scripts/setup-debian.sh
 stack_env="$(bash localstack/start.sh)"
 eval "$stack_env"
 cargo build --release --locked --all-targets
+# Fuzz targets, briefly (20 s each), after replaying every kept crash input: before the
+# test runner, whose summary stays the last thing printed.
+bash scripts/fuzz.sh 20
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --locked --no-fail-fast
 else

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
@@ -51,47 +52,22 @@ pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let Client { url, conn, ch, topology } = Client::open(&args.broker.namespace, "signet-submit").await?;
-
-        // Subscribe before publishing, so the event cannot be missed.
-        let mut events = if args.wait {
-            let q = ch
-                .queue_declare(
-                    "".into(),
-                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
-                    FieldTable::default(),
-                )
-                .await?;
-            ch.queue_bind(
-                q.name().clone(),
-                topology.events.as_str().into(),
-                "job.*".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
+        // The broker may be restarting (a deploy, a failover): connecting, subscribing and the
+        // confirmed publish are retried together for about two minutes. A retry after a lost
+        // confirm can publish the job twice; workers sign it once (the job id is the
+        // idempotency key) and answer both.
+        let attempt = || publish(&args.broker.namespace, &job_id, &body, args.wait);
+        let (client, mut events) = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(30)
+                    .with_jitter(),
             )
+            .notify(|e, dur| eprintln!("signet: submitting failed ({e:#}); retrying in {dur:?}"))
             .await?;
-            Some(
-                ch.basic_consume(
-                    q.name().clone(),
-                    "signet-submit".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
-
-        let mut props = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2)
-            .with_message_id(ShortString::from(job_id.as_str()));
-        if let Some(user) = queue::amqp_user(&url) {
-            props = props.with_user_id(user.as_str().into());
-        }
-        Publisher::open(&conn).await?.publish("", &topology.jobs, &body, props).await?;
-        eprintln!("submitted job {job_id} to {}", topology.jobs);
+        eprintln!("submitted job {job_id} to {}", client.topology.jobs);
 
         let Some(consumer) = events.as_mut() else {
             return Ok(ExitCode::SUCCESS);
@@ -117,4 +93,48 @@ pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// Connects, subscribes to the events first when waiting (so the event cannot be missed),
+/// and publishes the job with a confirm.
+async fn publish(
+    namespace: &str,
+    job_id: &str,
+    body: &[u8],
+    wait: bool,
+) -> anyhow::Result<(Client, Option<lapin::Consumer>)> {
+    let client = Client::open(namespace, "signet-submit").await?;
+    let Client { url, conn, ch, topology } = &client;
+    let events = if wait {
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        ch.queue_bind(
+            q.name().clone(),
+            topology.events.as_str().into(),
+            "job.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        Some(
+            ch.basic_consume(q.name().clone(), "signet-submit".into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await?,
+        )
+    } else {
+        None
+    };
+    let mut props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(ShortString::from(job_id));
+    if let Some(user) = queue::amqp_user(url) {
+        props = props.with_user_id(user.as_str().into());
+    }
+    Publisher::open(conn).await?.publish("", &topology.jobs, body, props).await?;
+    Ok((client, events))
 }

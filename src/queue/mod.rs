@@ -108,6 +108,12 @@ pub fn amqp_user(url: &str) -> Option<String> {
     url.parse::<lapin::uri::AMQPUri>().ok().map(|u| u.authority.userinfo.username)
 }
 
+/// Connects without automatic recovery: the caller replaces a failed connection whole.
+pub async fn connect_once(url: &str, name: &str) -> Result<Connection, QueueError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Ok(Connection::connect(url, props).await?)
+}
+
 /// Connects with automatic recovery (reconnect and replay topology after failures).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
     let props = ConnectionProperties::default().with_connection_name(name.into()).enable_auto_recover();

@@ -100,6 +100,41 @@ impl WorkerConfig {
     }
 }
 
+/// One broker connection: a consuming channel and a confirm-mode publisher.
+struct Session {
+    conn: Arc<lapin::Connection>,
+    ch: lapin::Channel,
+    publisher: Publisher,
+    consumer: lapin::Consumer,
+    tag: String,
+}
+
+impl Session {
+    async fn open(cfg: &WorkerConfig) -> Result<Session, queue::QueueError> {
+        // No automatic recovery: a connection that fails is replaced whole (see `run`), so no
+        // recovered consumer can hold deliveries that nobody reads.
+        let conn = Arc::new(queue::connect_once(&cfg.amqp_url, &cfg.source).await?);
+        let ch = conn.create_channel().await?;
+        cfg.topology.declare(&ch).await?;
+        ch.basic_qos(cfg.concurrency, BasicQosOptions::default()).await?;
+        let publisher = Publisher::open(&conn).await?;
+        let tag = format!("{}-{}", cfg.source, uuid::Uuid::new_v4());
+        let consumer = ch
+            .basic_consume(
+                cfg.topology.jobs.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Session { conn, ch, publisher, consumer, tag })
+    }
+
+    async fn close(self) {
+        let _ = self.conn.close(200, "worker session closed".into()).await;
+    }
+}
+
 /// Unsealed keys by (name, fingerprint), with when they were unsealed.
 type KeyCache = HashMap<(String, String), (Arc<SigningKey>, Instant)>;
 
@@ -129,53 +164,65 @@ impl<S: ObjectStore + 'static> Worker<S> {
     }
 
     /// Runs until `shutdown` is cancelled, then drains in-flight jobs within the deadline.
+    ///
+    /// A lost broker connection (a restart, a network cut) is replaced by a new one: topology
+    /// declared again, consumer registered again. Jobs still running on the old connection
+    /// finish, but cannot be acked there; the broker requeued their messages when the old
+    /// connection died, and the redeliveries are answered from the committed manifests.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.cfg.work_dir)?;
-        let conn = Arc::new(queue::connect(&self.cfg.amqp_url, &self.cfg.source).await?);
-        let ch = conn.create_channel().await?;
-        self.cfg.topology.declare(&ch).await?;
-        ch.basic_qos(self.cfg.concurrency, BasicQosOptions::default()).await?;
-        let publisher = Publisher::open(&conn).await?;
-        let tag = format!("{}-{}", self.cfg.source, uuid::Uuid::new_v4());
-        let mut consumer = ch
-            .basic_consume(
-                self.cfg.topology.jobs.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        info!(queue = %self.cfg.topology.jobs, concurrency = self.cfg.concurrency, "worker consuming");
-
         let tracker = TaskTracker::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => {
-                        let me = self.clone();
-                        let publisher = publisher.clone();
-                        let conn = conn.clone();
-                        tracker.spawn(async move { me.handle(delivery, &publisher, &conn).await });
+        let mut reconnects = 0u32;
+        let mut last: Option<Session> = None;
+        'sessions: loop {
+            let mut session = match Session::open(&self.cfg).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let delay = retry_delay(reconnects.min(4));
+                    reconnects += 1;
+                    warn!(error = %e, retry_in = ?delay, "cannot reach the broker; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'sessions,
+                        _ = tokio::time::sleep(delay) => continue 'sessions,
                     }
-                    Some(Err(e)) => {
-                        warn!(error = %e, "consumer error; waiting for the connection to recover");
-                        if let Err(e) = ch.wait_for_recovery(e).await {
-                            error!(error = %e, "broker connection lost for good");
-                            return Err(e.into());
+                }
+            };
+            if let Some(old) = last.take() {
+                tokio::spawn(old.close());
+            }
+            reconnects = 0;
+            info!(queue = %self.cfg.topology.jobs, concurrency = self.cfg.concurrency, "worker consuming");
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        last = Some(session);
+                        break 'sessions;
+                    }
+                    next = session.consumer.next() => match next {
+                        Some(Ok(delivery)) => {
+                            let me = self.clone();
+                            let publisher = session.publisher.clone();
+                            let conn = session.conn.clone();
+                            tracker.spawn(async move { me.handle(delivery, &publisher, &conn).await });
                         }
-                        info!("broker connection recovered");
-                    }
-                    None => {
-                        warn!("consumer cancelled by the broker");
-                        break;
+                        Some(Err(e)) => {
+                            warn!(error = %e, "broker connection lost; reconnecting");
+                            break;
+                        }
+                        None => {
+                            warn!("consumer cancelled by the broker; reconnecting");
+                            break;
+                        }
                     }
                 }
             }
+            last = Some(session);
         }
 
         info!(in_flight = tracker.len(), "shutting down: no new jobs; finishing in-flight jobs");
-        let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+        if let Some(s) = &last {
+            let _ = s.ch.basic_cancel(s.tag.as_str().into(), BasicCancelOptions::default()).await;
+        }
         tracker.close();
         if tokio::time::timeout(self.cfg.shutdown_timeout, tracker.wait()).await.is_err() {
             warn!(
@@ -183,7 +230,9 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 "shutdown deadline passed; unfinished jobs are not acked and will be redelivered"
             );
         }
-        let _ = conn.close(200, "worker shutdown".into()).await;
+        if let Some(s) = last {
+            s.close().await;
+        }
         info!("worker stopped");
         Ok(())
     }
