@@ -122,8 +122,13 @@ async fn publish(
         )
         .await?;
         Some(
-            ch.basic_consume(q.name().clone(), "signet-submit".into(), BasicConsumeOptions::default(), FieldTable::default())
-                .await?,
+            ch.basic_consume(
+                q.name().clone(),
+                "signet-submit".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?,
         )
     } else {
         None

@@ -182,7 +182,7 @@ pub fn sign(
                 return Err(invalid("corrupt DEB: _gpgorigin member too large"));
             }
             let mut old = Vec::new();
-            (&mut archive).read_to_end(&mut old).map_err(ar_err)?;
+            archive.read_to_end(&mut old).map_err(ar_err)?;
             if let Ok(sig) = check::parse_signature(&old) {
                 replaced.extend(key::issuers(&sig));
             }
@@ -229,7 +229,7 @@ pub fn verify<R: Read + Seek>(input: &mut R, checker: &Checker) -> Result<String
                     return Err(invalid("corrupt DEB: _gpgorigin member too large"));
                 }
                 let mut b = Vec::new();
-                (&mut archive).read_to_end(&mut b).map_err(ar_err)?;
+                archive.read_to_end(&mut b).map_err(ar_err)?;
                 sig_bytes = Some(b);
             }
         }

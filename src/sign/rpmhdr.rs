@@ -241,7 +241,8 @@ mod tests {
 
     #[test]
     fn rejects_each_kind_of_bad_entry() {
-        let cases: &[(&[(u32, u32, u32, u32)], &[u8], &str)] = &[
+        type Case<'a> = (&'a [(u32, u32, u32, u32)], &'a [u8], &'a str);
+        let cases: &[Case] = &[
             (&[(1, 4, 0, 0)], &[0; 4], "count is 0"),
             (&[(1, 4, 8, 1)], &[0; 8], "outside"),
             (&[(1, 4, 2, 1)], &[0; 8], "aligned"),

@@ -141,3 +141,47 @@ impl SealedStore for DirStore {
         Self::write_atomic(&dir, "active", format!("{fingerprint}\n").as_bytes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::seal::KekInfo;
+
+    fn record(ciphertext: &str) -> SealedKey {
+        SealedKey {
+            format: "test".into(),
+            name: "k".into(),
+            fingerprint: "AB".repeat(20),
+            algo: "ed25519".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            public_key: String::new(),
+            kek: KekInfo::AwsKms { key_id: "test".into() },
+            wrapped_dek: String::new(),
+            ciphertext: ciphertext.into(),
+        }
+    }
+
+    #[test]
+    fn racing_writers_of_one_record_never_replace_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(DirStore::new(dir.path().to_owned()));
+        let results: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || store.put(&record(&format!("writer-{i}"))))
+            })
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert!(results.iter().all(|r| matches!(r, Ok(()) | Err(VaultError::Exists(_)))), "{results:?}");
+        // The record on disk is the winner's, whole.
+        let name: KeyName = "k".parse().unwrap();
+        let stored = store.records(&name).unwrap();
+        assert_eq!(stored.len(), 1);
+        let winner = results.iter().position(|r| r.is_ok()).unwrap();
+        assert_eq!(stored[0].ciphertext, format!("writer-{winner}"));
+        // And no temporary file is left behind.
+        let left: Vec<_> = fs::read_dir(dir.path().join("k")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+}

@@ -83,3 +83,21 @@ impl Drop for JobLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_job_frees_its_job_id() {
+        let set = InFlight::default();
+        let s = set.clone();
+        let r = std::panic::catch_unwind(move || {
+            let _guard = s.enter("job-1").expect("free");
+            assert!(s.enter("job-1").is_none(), "a second delivery must find it busy");
+            panic!("a bug in the job");
+        });
+        assert!(r.is_err());
+        assert!(set.enter("job-1").is_some(), "the job id stayed taken after the panic");
+    }
+}

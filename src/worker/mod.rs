@@ -318,9 +318,14 @@ impl<S: ObjectStore + 'static> Worker<S> {
             .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "publishing event failed"))
             .await
         {
-            // Not acked: the broker redelivers, and the job is answered from its manifest.
-            error!(error = %e, "could not publish the completion event; leaving the job unacked");
-            return "unacked";
+            // Hand the job back: its redelivery is answered from the manifest (or fails again
+            // the same way) and publishes the event then. On a dead channel the reject fails,
+            // but the broker has requeued the message already.
+            error!(error = %e, "could not publish the completion event; handing the job back");
+            if let Err(e) = d.reject(BasicRejectOptions { requeue: true }).await {
+                warn!(error = %e, "reject failed; the broker redelivers when the channel closes");
+            }
+            return "requeued";
         }
         let settled = if ack {
             d.ack(BasicAckOptions::default()).await
