@@ -71,10 +71,11 @@ class Proxy:
                 continue
             with self.lock:
                 self.conns += [c, s]
+            left = [2]
             for a, b in ((c, s), (s, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, c, s, left), daemon=True).start()
 
-    def _pipe(self, a, b):
+    def _pipe(self, a, b, c, s, left):
         try:
             while True:
                 data = a.recv(65536)
@@ -83,11 +84,17 @@ class Proxy:
                 b.sendall(data)
         except OSError:
             pass
-        for x in (a, b):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        with self.lock:
+            left[0] -= 1
+            if left[0] == 0:
+                for x in (c, s):
+                    x.close()
+                    if x in self.conns:
+                        self.conns.remove(x)
 
     def set(self, up):
         self.up = up
@@ -96,10 +103,8 @@ class Proxy:
                 for c in self.conns:
                     try:
                         c.shutdown(socket.SHUT_RDWR)
-                        c.close()
                     except OSError:
                         pass
-                self.conns = []
 
 
 def proc_stats(pid):
@@ -214,18 +219,31 @@ def main():
     tmpfs = f"{work}/work-2"
     os.makedirs(tmpfs)
     have_tmpfs = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", tmpfs]).returncode == 0
+    mounted = [have_tmpfs]
     wenv = dict(env, SIGNET_S3_ENDPOINT=f"http://127.0.0.1:{proxy.port}", SIGNET_POLICY=f"{work}/policy.toml",
                 SIGNET_AUDIT=f"s3://signet-audit/{run}/", SIGNET_CONCURRENCY=str(args.concurrency),
                 SIGNET_SHUTDOWN_TIMEOUT="5")
     workers = {}
     restarts = {n: 0 for n in range(1, args.workers + 1)}
 
+    def cleanup():
+        for w in workers.values():
+            if w.poll() is None:
+                w.kill()
+        if mounted[0]:
+            subprocess.run(["umount", "-l", tmpfs], stderr=subprocess.DEVNULL)
+            mounted[0] = False
+
+    import atexit
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
+
     def start(n):
         d = f"{work}/work-{n}"
         os.makedirs(d, exist_ok=True)
-        logf = open(f"{work}/worker-{n}.log", "ab")
-        workers[n] = subprocess.Popen([args.signet, "worker"], env=dict(wenv, SIGNET_WORK_DIR=d),
-                                      stdout=subprocess.DEVNULL, stderr=logf)
+        with open(f"{work}/worker-{n}.log", "ab") as logf:
+            workers[n] = subprocess.Popen([args.signet, "worker"], env=dict(wenv, SIGNET_WORK_DIR=d),
+                                          stdout=subprocess.DEVNULL, stderr=logf)
 
     for n in range(1, args.workers + 1):
         start(n)
@@ -342,8 +360,7 @@ def main():
             w.wait(timeout=20)
         except subprocess.TimeoutExpired:
             w.kill()
-    if have_tmpfs:
-        subprocess.run(["umount", tmpfs])
+    cleanup()
     log(f"all events in after {elapsed:.0f}s" if done() >= len(expected) else "deadline passed")
 
     # Checks.
