@@ -1,7 +1,7 @@
 //! Transient failures are counted apart from deliveries. A job whose earlier deliveries
 //! died with their workers still gets the whole retry horizon for an S3 outage; a job
 //! that keeps killing its workers is failed with an event before the broker drops it; a
-//! duplicate delivery of a job that is still being signed waits and never fails the job.
+//! duplicate delivery of a job that is still being signed waits for it and never fails the job.
 
 mod common;
 
@@ -26,10 +26,11 @@ fn crash_redeliveries_do_not_eat_the_retry_budget() {
         w.signal(libc::SIGKILL);
         assert_eq!(w.wait(10), None, "killed by a signal");
     }
-    // The fifth delivery meets an outage longer than one delivery's in-place retries.
+    // The fifth delivery meets an outage longer than the in-place retries of one delivery
+    // (8 tries, about 25 s, up to twice that with jitter), after which the old rule gave up.
     let w = s.worker_with_endpoint(9, &proxy.url(), &[("SIGNET_MAX_DELIVERIES", "10")]);
     w.wait_log("reading the manifest failed", 30);
-    std::thread::sleep(Duration::from_secs(35));
+    std::thread::sleep(Duration::from_secs(60));
     assert!(s.events().is_empty(), "an event before S3 came back: {:#?}", s.events());
     proxy.up();
     let evs = s.wait_events(120, "the job to succeed", |evs| evs.iter().any(|e| e.subject == "crashy"));
@@ -81,8 +82,11 @@ fn a_busy_duplicate_never_fails_the_job() {
     let w2 = s.worker_with_endpoint(2, &proxy.url(), &one);
     w2.wait_log("worker consuming", 30);
     s.submit("dup", "dup/", &["fx/hello-1.0-1.noarch.rpm"]);
-    // Long enough for the duplicate to be handed back at least once (it waits 30 s).
-    w2.wait_log("job busy elsewhere; handing it back", 60);
+    // The duplicate waits for the first delivery (longer than the 25 s after which busy
+    // duplicates used to be failed), without using up deliveries.
+    w2.wait_log("job busy elsewhere; waiting for the other delivery", 60);
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(s.events().is_empty(), "an event while the first delivery still retries: {:#?}", s.events());
     proxy.up();
     let evs =
         s.wait_events(120, "both deliveries answered", |evs| evs.iter().filter(|e| e.subject == "dup").count() >= 2);

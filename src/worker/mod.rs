@@ -52,8 +52,6 @@ use lock::{InFlight, JobLock};
 
 /// Largest manifest the worker reads back.
 const MANIFEST_LIMIT: u64 = 16 * 1024 * 1024;
-/// How long a delivery waits for another delivery of the same job before handing it back.
-const BUSY_WAIT: Duration = Duration::from_secs(30);
 
 /// Backoff between whole-job retries: 1 s doubling to 60 s, with up to 25% jitter.
 fn retry_delay(retries: u32) -> Duration {
@@ -252,22 +250,13 @@ impl<S: ObjectStore + 'static> Worker<S> {
             artifacts = tracing::field::Empty, outcome = tracing::field::Empty);
         async move {
             info!(redelivered = d.redelivered, "job started");
-            let result = if attempt > self.cfg.max_deliveries {
-                // Every earlier delivery died with its worker: stop before this one does too,
-                // and tell the producer (the broker's own limit would drop it silently).
-                let msg = format!(
-                    "delivered {attempt} times without finishing (workers died or lost the broker while handling it)"
-                );
-                Err((None, permanent(ErrorCode::Internal, msg, None)))
-            } else {
-                // A panic is a bug, never a reason to lose the job or the worker: it fails the
-                // job (retrying would panic again), and the job's guards are dropped on unwind.
-                let work = std::panic::AssertUnwindSafe(self.process(&d.data, producer.as_deref(), conn));
-                work.catch_unwind().await.unwrap_or_else(|_| {
-                    error!("panic while processing the job");
-                    Err((None, permanent(ErrorCode::Internal, "the worker hit an internal error (a bug)", None)))
-                })
-            };
+            // A panic is a bug, never a reason to lose the job or the worker: it fails the job
+            // (retrying would panic again), and the job's guards are dropped on unwind.
+            let work = std::panic::AssertUnwindSafe(self.process(&d.data, producer.as_deref(), conn, attempt));
+            let result = work.catch_unwind().await.unwrap_or_else(|_| {
+                error!("panic while processing the job");
+                Err((None, permanent(ErrorCode::Internal, "the worker hit an internal error (a bug)", None)))
+            });
             let outcome = self.settle(&d, publisher, &job_id, result).await;
             tracing::Span::current().record("outcome", outcome);
             info!(outcome, duration_ms = started.elapsed().as_millis() as u64, "job finished");
@@ -344,6 +333,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
         body: &[u8],
         producer: Option<&str>,
         conn: &lapin::Connection,
+        attempt: i64,
     ) -> Result<Event, (Option<String>, Failure)> {
         let job = Job::parse(body).map_err(|e| (None, permanent(ErrorCode::InvalidJob, e.to_string(), None)))?;
         let key_name = Some(job.key.to_string());
@@ -354,10 +344,11 @@ impl<S: ObjectStore + 'static> Worker<S> {
         if let Err(denied) = self.authorizer.authorize(&job, producer) {
             return Err((key_name, self.deny(&job, producer, denied).await));
         }
-        // One attempt per job id at a time, across all workers. A busy job waits a little
-        // (the other delivery usually finishes in well under a second) and is then handed
-        // back; waiting never counts against it.
+        // One attempt per job id at a time, across all workers. A busy job (a duplicate of
+        // one being signed) waits for the other delivery, which finishes within the retry
+        // horizon, and is then answered from its manifest. Waiting never counts against it.
         let busy_since = Instant::now();
+        let busy_wait = self.cfg.retry_horizon + Duration::from_secs(60);
         let (_in_flight, lock) = loop {
             let attempt = match self.in_flight.enter(job.job_id.as_str()) {
                 None => Err(Failure::Busy(format!("job {} is being signed by this worker", job.job_id))),
@@ -368,12 +359,26 @@ impl<S: ObjectStore + 'static> Worker<S> {
             };
             match attempt {
                 Ok(held) => break held,
-                Err(Failure::Busy(_)) if busy_since.elapsed() < BUSY_WAIT => {
+                Err(Failure::Busy(why)) if busy_since.elapsed() < busy_wait => {
+                    if busy_since.elapsed() < Duration::from_millis(100) {
+                        info!(reason = %why, "job busy elsewhere; waiting for the other delivery");
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(f) => return Err((key_name, f)),
             }
         };
+        // Counted only now, with the lock held: a delivery handed back while busy is not one
+        // that died. Every earlier delivery died with its worker (or its connection): stop
+        // before this one does too, and tell the producer, where the broker's own limit would
+        // drop the message without a word.
+        if attempt > self.cfg.max_deliveries {
+            lock.release().await;
+            let msg = format!(
+                "delivered {attempt} times without finishing (workers died or lost the broker while handling it)"
+            );
+            return Err((key_name, permanent(ErrorCode::Internal, msg, None)));
+        }
         // Transient trouble is retried here, backing off, for the whole retry horizon: the
         // lock stays held, and the delivery count stays for deliveries that were cut off.
         let first_failure = Instant::now();
