@@ -10,8 +10,8 @@
 //! - an RPM header structure: starts with the header magic `8e ad e8 01 00 00 00 00`;
 //! - a DEB's signed members: starts with `2.` (dpkg accepts any `debian-binary` that does);
 //! - an APT `Release`: text without NUL bytes in which a line starts with a hash list field
-//!   (`SHA256:`, `SHA512:`, `SHA1:`, `MD5Sum:`, any case) — without one apt has nothing it
-//!   could check an index against.
+//!   (`SHA256:`, `SHA512:`, `SHA1:`, `MD5Sum:`, any case, blanks allowed before the colon as
+//!   apt's parser allows them) — without one apt has nothing it could check an index against.
 //!
 //! Each format's own data is exactly one of these, so the three are disjoint, and a
 //! `detached` signature is never any of them.
@@ -39,9 +39,22 @@ impl SignedData {
     }
 }
 
-const HASH_FIELDS: [&[u8]; 4] = [b"sha256:", b"sha512:", b"sha1:", b"md5sum:"];
-/// Longest prefix of a line we need to see.
-const LINE_PREFIX: usize = 8;
+/// Field names of the hash lists apt reads from a Release file (compared lowercased). apt
+/// allows blanks between a field name and its colon, so `SHA256 :` counts too.
+const HASH_FIELDS: [&[u8]; 4] = [b"sha256", b"sha512", b"sha1", b"md5sum"];
+/// Longest of them.
+const LINE_PREFIX: usize = 6;
+
+/// Where the current line is, for spotting a hash-list field at its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// Reading the first characters (they may still be a hash field's name).
+    Name,
+    /// A hash field's name was read; blanks may follow, then the colon.
+    Colon,
+    /// Not a hash field: skip to the next line.
+    Skip,
+}
 
 /// Watches a stream of bytes that is about to be signed.
 #[derive(Debug, Clone)]
@@ -52,11 +65,10 @@ pub struct Guard {
     text: bool,
     /// A hash list field opened a line.
     hash_field: bool,
-    /// The start of the current line, lowercased, up to LINE_PREFIX bytes.
-    line: [u8; LINE_PREFIX],
-    line_len: usize,
-    /// Bytes of the current line seen (may exceed LINE_PREFIX).
-    line_seen: usize,
+    line: Line,
+    /// The start of the current line, lowercased.
+    name: [u8; LINE_PREFIX],
+    name_len: usize,
 }
 
 impl Default for Guard {
@@ -66,9 +78,9 @@ impl Default for Guard {
             head_len: 0,
             text: true,
             hash_field: false,
-            line: [0; LINE_PREFIX],
-            line_len: 0,
-            line_seen: 0,
+            line: Line::Name,
+            name: [0; LINE_PREFIX],
+            name_len: 0,
         }
     }
 }
@@ -79,7 +91,7 @@ impl Guard {
     }
 
     /// Feeds the next bytes.
-    pub fn update(&mut self, mut bytes: &[u8]) {
+    pub fn update(&mut self, bytes: &[u8]) {
         let take = (self.head.len() - self.head_len).min(bytes.len());
         self.head[self.head_len..self.head_len + take].copy_from_slice(&bytes[..take]);
         self.head_len += take;
@@ -91,39 +103,53 @@ impl Guard {
             self.text = false;
             return;
         }
-        while !bytes.is_empty() && !self.hash_field {
-            // Collect the start of the current line; this chunk starts `line_seen` bytes in.
-            let nl = memchr::memchr(b'\n', bytes);
-            if self.line_seen < LINE_PREFIX {
-                let end = nl.unwrap_or(bytes.len()).min(LINE_PREFIX - self.line_seen);
-                for &b in &bytes[..end] {
-                    self.line[self.line_len] = b.to_ascii_lowercase();
-                    self.line_len += 1;
+        let mut i = 0;
+        while i < bytes.len() && !self.hash_field {
+            let b = bytes[i];
+            if self.line == Line::Skip {
+                match memchr::memchr(b'\n', &bytes[i..]) {
+                    Some(k) => {
+                        i += k + 1;
+                        self.new_line();
+                    }
+                    None => return,
                 }
+                continue;
             }
-            match nl {
-                Some(nl) => {
-                    self.hash_field = self.line_is_hash_field();
-                    bytes = &bytes[nl + 1..];
-                    self.line_len = 0;
-                    self.line_seen = 0;
+            i += 1;
+            if b == b'\n' {
+                self.new_line();
+                continue;
+            }
+            match self.line {
+                Line::Name => {
+                    self.name[self.name_len] = b.to_ascii_lowercase();
+                    self.name_len += 1;
+                    let name = &self.name[..self.name_len];
+                    if HASH_FIELDS.contains(&name) {
+                        self.line = Line::Colon;
+                    } else if !HASH_FIELDS.iter().any(|f| f.starts_with(name)) {
+                        self.line = Line::Skip;
+                    }
                 }
-                None => {
-                    self.line_seen = self.line_seen.saturating_add(bytes.len());
-                    return;
-                }
+                Line::Colon => match b {
+                    b':' => self.hash_field = true,
+                    b' ' | b'\t' | b'\r' => {}
+                    _ => self.line = Line::Skip,
+                },
+                Line::Skip => unreachable!("handled above"),
             }
         }
     }
 
-    fn line_is_hash_field(&self) -> bool {
-        let line = &self.line[..self.line_len];
-        HASH_FIELDS.iter().any(|f| line.starts_with(f))
+    fn new_line(&mut self) {
+        self.line = Line::Name;
+        self.name_len = 0;
     }
 
     /// Whether the bytes seen so far could be read by apt as a `Release` file.
     pub fn release_like(&self) -> bool {
-        self.text && (self.hash_field || self.line_is_hash_field())
+        self.text && self.hash_field
     }
 
     /// What package-signed data the bytes seen so far are, if any.
@@ -159,6 +185,10 @@ mod tests {
         assert_eq!(classify(b"Origin: x\nSHA256:\n abc 1 main/Packages\n"), Some(SignedData::AptRelease));
         assert_eq!(classify(b"# comment\r\nsha256:\r\n"), Some(SignedData::AptRelease));
         assert_eq!(classify(b"Date: x\nMD5Sum:\n"), Some(SignedData::AptRelease));
+        // apt takes blanks between a field name and its colon.
+        assert_eq!(classify(b"Origin: x\nSHA256 :\n"), Some(SignedData::AptRelease));
+        assert_eq!(classify(b"Origin: x\nsha512\t \t:\n"), Some(SignedData::AptRelease));
+        assert_eq!(classify(b"Origin: x\nSHA1:"), Some(SignedData::AptRelease));
     }
 
     #[test]
@@ -169,8 +199,9 @@ mod tests {
         assert_eq!(classify(b"0123abcd  hello.rpm\n"), None);
         // A tarball that contains a Release file has NUL bytes: it is not one.
         assert_eq!(classify(b"ustar\0\0\nSHA256:\n"), None);
-        // The field must open a line.
+        // The field must open a line, and be one of the hash lists.
         assert_eq!(classify(b"see SHA256: below\n"), None);
+        assert_eq!(classify(b"SHA2567: x\nSHA1x:\nsha 256:\n"), None);
     }
 
     #[test]

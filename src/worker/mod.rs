@@ -53,6 +53,11 @@ use lock::{InFlight, JobLock};
 /// Largest manifest the worker reads back.
 const MANIFEST_LIMIT: u64 = 16 * 1024 * 1024;
 
+/// How long a duplicate delivery waits for the job's lock before handing the message back
+/// (a requeue, counted by the broker). Short enough that waiting plus the job's own retry
+/// horizon stays under RabbitMQ's 30 min consumer timeout with the default horizon.
+const BUSY_WAIT: Duration = Duration::from_secs(5 * 60);
+
 /// Backoff between whole-job retries: 1 s doubling to 60 s, with up to 25% jitter.
 fn retry_delay(retries: u32) -> Duration {
     let base = Duration::from_secs(1u64 << retries.min(6)).min(Duration::from_secs(60));
@@ -188,7 +193,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             if let Some(old) = last.take() {
                 tokio::spawn(old.close());
             }
-            reconnects = 0;
+            let opened = Instant::now();
             info!(queue = %self.cfg.topology.jobs, concurrency = self.cfg.concurrency, "worker consuming");
             loop {
                 tokio::select! {
@@ -215,6 +220,18 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 }
             }
             last = Some(session);
+            // A session that ends at once (a broker that accepts and then drops us) must not
+            // make the worker spin: back off as for a failed connect.
+            if opened.elapsed() < Duration::from_secs(5) {
+                let delay = retry_delay(reconnects.min(4));
+                reconnects += 1;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'sessions,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            } else {
+                reconnects = 0;
+            }
         }
 
         info!(in_flight = tracker.len(), "shutting down: no new jobs; finishing in-flight jobs");
@@ -348,12 +365,17 @@ impl<S: ObjectStore + 'static> Worker<S> {
         // one being signed) waits for the other delivery, which finishes within the retry
         // horizon, and is then answered from its manifest. Waiting never counts against it.
         let busy_since = Instant::now();
-        let busy_wait = self.cfg.retry_horizon + Duration::from_secs(60);
+        let busy_wait = BUSY_WAIT;
         let (_in_flight, lock) = loop {
             let attempt = match self.in_flight.enter(job.job_id.as_str()) {
                 None => Err(Failure::Busy(format!("job {} is being signed by this worker", job.job_id))),
                 Some(guard) => match JobLock::acquire(conn, &self.cfg.topology, job.job_id.as_str()).await {
                     Ok(lock) => Ok((guard, lock)),
+                    // The broker is in trouble (the connection is usually going away): hand the
+                    // message back rather than fail the job; it comes again on a new connection.
+                    Err(Failure::Transient(why)) => {
+                        return Err((key_name, Failure::Busy(format!("cannot take the job lock: {why}"))));
+                    }
                     Err(f) => Err(f),
                 },
             };
@@ -381,13 +403,15 @@ impl<S: ObjectStore + 'static> Worker<S> {
         }
         // Transient trouble is retried here, backing off, for the whole retry horizon: the
         // lock stays held, and the delivery count stays for deliveries that were cut off.
-        let first_failure = Instant::now();
+        let mut first_failure: Option<Instant> = None;
         let mut retries = 0u32;
         let result = loop {
             match self.sign_job(&job, producer).await {
-                Err(Failure::Transient(msg)) if first_failure.elapsed() < self.cfg.retry_horizon => {
-                    let delay =
-                        retry_delay(retries).min(self.cfg.retry_horizon.saturating_sub(first_failure.elapsed()));
+                Err(Failure::Transient(msg))
+                    if first_failure.get_or_insert_with(Instant::now).elapsed() < self.cfg.retry_horizon =>
+                {
+                    let since = first_failure.map_or(Duration::ZERO, |t| t.elapsed());
+                    let delay = retry_delay(retries).min(self.cfg.retry_horizon.saturating_sub(since));
                     retries += 1;
                     warn!(error = %msg, retries, retry_in = ?delay, "transient failure; retrying the job");
                     tokio::time::sleep(delay).await;
