@@ -15,18 +15,6 @@ use std::process::Command;
 use common::stack::Stack;
 use common::*;
 
-/// The members of a well-formed ar archive, in order.
-fn members(deb: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut at = 8;
-    while at + 60 <= deb.len() {
-        let size: usize = String::from_utf8_lossy(&deb[at + 48..at + 58]).trim().parse().unwrap();
-        out.push(deb[at + 60..at + 60 + size].to_vec());
-        at += 60 + size + size % 2;
-    }
-    out
-}
-
 /// The main header structure of an RPM (what its header signature covers).
 fn rpm_header(rpm: &[u8]) -> Vec<u8> {
     let be = |at: usize| u32::from_be_bytes(rpm[at..at + 4].try_into().unwrap()) as usize;
@@ -79,7 +67,7 @@ fn a_detached_only_key_cannot_be_turned_into_package_signatures() {
     let fx = s.env.fixtures();
     let deb_path = fx.join("deb/hello_1.0_all.deb");
     let deb = fs::read(&deb_path).unwrap();
-    let concat: Vec<u8> = members(&deb)[..3].concat();
+    let concat: Vec<u8> = ar_members(&deb)[..3].iter().flat_map(|(_, data)| data.clone()).collect();
 
     // DEB: the exact member concatenation is refused ...
     refused(&detached_job(&s, "deb-exact", "members.bin", &concat), "deb-exact");

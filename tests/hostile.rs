@@ -111,25 +111,12 @@ fn ar(members: &[(&str, String, &[u8])]) -> Vec<u8> {
     a
 }
 
-/// The members of a well-formed ar archive.
-fn members(deb: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut at = 8;
-    while at + 60 <= deb.len() {
-        let name = String::from_utf8_lossy(&deb[at..at + 16]).trim_end().trim_end_matches('/').to_owned();
-        let size: usize = String::from_utf8_lossy(&deb[at + 48..at + 58]).trim().parse().unwrap();
-        out.push((name, deb[at + 60..at + 60 + size].to_vec()));
-        at += 60 + size + size % 2;
-    }
-    out
-}
-
 fn cases(fx: &Path) -> Vec<Case> {
     let rpm = fs::read(fx.join("rpm/hello-1.0-1.noarch.rpm")).unwrap();
     let deb = fs::read(fx.join("deb/hello_1.0_all.deb")).unwrap();
     let release = fs::read(fx.join("apt/Release")).unwrap();
     let l = Layout::of(&rpm);
-    let m = members(&deb);
+    let m = ar_members(&deb);
     let (db, ctl, data) = (&m[0], &m[1], &m[2]);
     assert_eq!(db.0, "debian-binary");
     let mut v = Vec::new();

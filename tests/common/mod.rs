@@ -189,3 +189,16 @@ pub fn assert_no_secrets(texts: &[(String, String)], secrets: &[(&str, Vec<Strin
         }
     }
 }
+
+/// The members of a well-formed ar archive (a DEB from the fixtures), as (name, data), in order.
+pub fn ar_members(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 8;
+    while at + 60 <= archive.len() {
+        let name = String::from_utf8_lossy(&archive[at..at + 16]).trim_end().trim_end_matches('/').to_owned();
+        let size: usize = String::from_utf8_lossy(&archive[at + 48..at + 58]).trim().parse().expect("ar member size");
+        out.push((name, archive[at + 60..at + 60 + size].to_vec()));
+        at += 60 + size + size % 2;
+    }
+    out
+}
