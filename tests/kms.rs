@@ -168,7 +168,7 @@ fn kms_sealed_keys_sign_rotate_and_fail_closed_when_kms_refuses() {
         "{}",
         err.message
     );
-    assert_eq!(s.dead_letters(), vec!["kms-refused".to_owned()]);
+    assert_eq!(s.dead_letters(1), vec!["kms-refused".to_owned()]);
     assert!(s.output_keys("kms/3/").is_empty());
     assert!(!w2.log_text().contains("retrying"), "a refusal must not be retried");
     let (code, ev4) = s.submit_wait("after-refusal", "local", "kms/4/", &[RPM]);

@@ -135,7 +135,7 @@ allow_mixed_formats = true
     }
     assert!(!by_id.contains_key("forged"), "a forged job must never reach a worker");
     assert_eq!(s.queued_jobs(), 0);
-    let mut dead = s.dead_letters();
+    let mut dead = s.dead_letters(denied.len() + 1);
     dead.sort();
     let mut want: Vec<&str> = denied.iter().map(|d| d.0).chain(["no-user-id"]).collect();
     want.sort();

@@ -291,8 +291,25 @@ impl Stack {
         r
     }
 
+    /// The dead letters of the jobs so far: drains the dead-letter queue until it has given
+    /// `expected` messages (15 s at most), then once more after a pause, so that a test sees
+    /// more than it expects as well as fewer. A worker publishes a job's event before it
+    /// rejects the message, so a test that has seen the event must still wait for the
+    /// dead letter.
+    pub fn dead_letters(&self, expected: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut ids = self.drain_dead_letters();
+        while ids.len() < expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            ids.extend(self.drain_dead_letters());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        ids.extend(self.drain_dead_letters());
+        ids
+    }
+
     /// Drains the dead-letter queue; returns the message ids found.
-    pub fn dead_letters(&self) -> Vec<String> {
+    fn drain_dead_letters(&self) -> Vec<String> {
         let conn = self.connect();
         self.rt.block_on(async {
             let ch = conn.create_channel().await.unwrap();
