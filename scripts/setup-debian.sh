@@ -11,6 +11,8 @@ packages=(
   rpm gnupg sqv debsigs debsig-verify apt-utils
   # fixture builders and helpers
   dpkg-dev createrepo-c cpio xz-utils zstd gzip binutils python3-venv curl procps
+  # promtool (checks the worker's /metrics); the package's own server is not started
+  prometheus
 )
 
 missing=()
@@ -20,6 +22,13 @@ done
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
+  # No package may start a service (prometheus would start its server): a policy-rc.d
+  # that refuses, for the length of the install, unless the machine already has one.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -126,6 +126,16 @@ pub struct WorkerArgs {
     /// Where artifacts are staged while being signed (default: the system temp dir).
     #[arg(long, env = "SIGNET_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Serve /metrics (Prometheus), /livez and /readyz on HOST:PORT (off when unset).
+    #[arg(long, env = "SIGNET_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Exit 0 (after draining) once no job has been in flight and none has arrived for
+    /// SECONDS while consuming: for a worker started per burst of work.
+    #[arg(long, env = "SIGNET_EXIT_WHEN_IDLE", value_name = "SECONDS")]
+    pub exit_when_idle: Option<u64>,
+    /// Exit 0 after taking N deliveries and settling them; the rest stay in the queue.
+    #[arg(long, env = "SIGNET_MAX_JOBS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_jobs: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -148,3 +148,39 @@ impl Event {
         if self.succeeded() { RK_SUCCEEDED } else { RK_FAILED }
     }
 }
+
+fn parse_uri(uri: &str) -> ObjectRef {
+    let rest = uri.strip_prefix("s3://").unwrap_or(uri);
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    ObjectRef { bucket: bucket.into(), key: key.into() }
+}
+
+/// The succeeded event for a committed manifest.
+pub fn from_manifest(source: &str, m: &crate::sign::manifest::Manifest, out: &crate::job::OutputSpec) -> Event {
+    let outputs = m
+        .artifacts
+        .iter()
+        .flat_map(|a| {
+            a.outputs.iter().map(move |o| OutputRef {
+                bucket: out.bucket.to_string(),
+                key: out.key(&o.name),
+                sha256: o.sha256.clone(),
+                size: o.size,
+                format: a.format,
+                source: parse_uri(&a.source),
+            })
+        })
+        .collect();
+    Event::new(
+        source,
+        EventData {
+            job_id: m.job_id.clone(),
+            key: Some(m.key.name.clone()),
+            key_fingerprint: Some(m.key.fingerprint.clone()),
+            outputs,
+            sha256sums: Some(ObjectRef { bucket: out.bucket.to_string(), key: out.key(crate::sign::SHA256SUMS) }),
+            manifest: Some(ObjectRef { bucket: out.bucket.to_string(), key: out.key(crate::sign::MANIFEST) }),
+            error: None,
+        },
+    )
+}

@@ -6,14 +6,16 @@
 //! - [`vault`]: keys sealed at rest (envelope encryption, passphrase or AWS KMS), in a
 //!   directory or S3, unsealed only in memory; rotation.
 //! - [`policy`]: which producer may sign with which key, from where, to where.
-//! - [`audit`]: the hash-chained audit trail of signatures and denials.
+//! - [`audit`]: the hash-chained audit trail of signatures and denials, a chain per worker.
 //! - [`harden`]: no core dumps of a process holding keys.
 //! - [`sign`]: the signing core (RPM, DEB, detached, APT Release, SHA256SUMS, manifest):
 //!   synchronous, readers in and writers out, time injected, no network I/O.
 //! - [`job`] and [`event`]: the message contract (sign jobs in, CloudEvents out).
 //! - [`queue`]: RabbitMQ topology, recovering connections, confirmed publishing.
 //! - [`store`]: object storage (S3) behind the [`store::ObjectStore`] trait.
-//! - [`worker`]: consume → validate → fetch → sign → write → publish → ack.
+//! - [`worker`]: consume → authorize → lock → fetch → sign → audit → write → publish → settle,
+//!   a file per stage.
+//! - [`observe`]: Prometheus metrics and the `/metrics`, `/livez`, `/readyz` endpoints.
 //! - [`cli`] and [`commands`]: the `signet` command line.
 //! - [`logging`]: tracing setup.
 
@@ -26,6 +28,7 @@ pub mod harden;
 pub mod job;
 pub mod key;
 pub mod logging;
+pub mod observe;
 pub mod policy;
 pub mod queue;
 pub mod sign;

@@ -150,7 +150,9 @@ allow_mixed_formats = true
     assert!(out.status.success(), "{}", text(&out));
     let records: Vec<AuditRecord> =
         s.audit_records().iter().map(|(_, b)| serde_json::from_slice(b).expect("audit record")).collect();
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{} records, chain intact", records.len())));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{} records in 1 chain, all intact", records.len()))
+    );
     assert_eq!(records.len(), 2 + denied.len() + 1, "{records:#?}");
     let rec = |id: &str| records.iter().find(|r| r.job_id == id).unwrap_or_else(|| panic!("no record of {id}"));
     let signed = rec("ok-stable");

@@ -9,6 +9,7 @@ use tracing::{error, info};
 use super::open_vault;
 use crate::audit::AuditLog;
 use crate::cli::WorkerArgs;
+use crate::observe;
 use crate::policy::{Authorizer, Policy};
 use crate::queue::{self, Topology};
 use crate::store::s3::S3Store;
@@ -33,7 +34,6 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
         (None, false) => anyhow::bail!("no policy: set SIGNET_POLICY (or, for development only, --insecure-no-policy)"),
     };
-    let audit = AuditLog::new(&args.audit).map_err(anyhow::Error::msg)?;
     let vault = open_vault(&args.vault)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -45,6 +45,8 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if max_deliveries != args.max_deliveries {
         tracing::warn!(requested = args.max_deliveries, used = max_deliveries, "SIGNET_MAX_DELIVERIES out of range");
     }
+    let source = format!("signet/worker/{host}/{}", std::process::id());
+    let audit = AuditLog::new(&args.audit, &source).map_err(anyhow::Error::msg)?;
     let cfg = WorkerConfig {
         amqp_url: queue::amqp_url_from_env().map_err(anyhow::Error::msg)?,
         topology,
@@ -54,11 +56,13 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         max_artifact_bytes: args.max_artifact_bytes,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         work_dir: args.work_dir.unwrap_or_else(|| std::env::temp_dir().join("signet-work")),
-        source: format!("signet/worker/{host}/{}", std::process::id()),
+        source,
         retry: WorkerConfig::default_retry(),
         key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
+        exit_when_idle: args.exit_when_idle.map(Duration::from_secs),
+        max_jobs: args.max_jobs,
     };
-    info!(audit = %audit.location(), key_cache_seconds = args.key_cache_seconds, "audit log");
+    info!(audit = %audit.location(), chain = audit.chain(), key_cache_seconds = args.key_cache_seconds, "audit log");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let store = S3Store::from_env(args.vault.endpoints.s3_endpoint.as_deref()).await;
@@ -75,7 +79,17 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             }
             signals.cancel();
         });
-        Worker::new(cfg, store, vault, authorizer, audit).run(shutdown).await
+        let worker = Worker::new(cfg, store, vault, authorizer, audit);
+        let stop_http = CancellationToken::new();
+        if let Some(addr) = args.metrics_addr {
+            let metrics = observe::install()?;
+            observe::serve(addr, metrics, worker.health(), stop_http.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+        }
+        let r = worker.run(shutdown).await;
+        stop_http.cancel();
+        r
     })?;
     Ok(ExitCode::SUCCESS)
 }

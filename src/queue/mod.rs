@@ -1,4 +1,4 @@
-//! RabbitMQ: topology, connections with automatic recovery, and a confirmed publisher.
+//! RabbitMQ: topology, connections, a confirmed publisher, and job deliveries.
 //!
 //! Names derive from a namespace (default `signet`): jobs queue `NS.jobs` (quorum, durable,
 //! dead-lettering to `NS.jobs.dead` through the direct exchange `NS.dlx`), and the topic
@@ -49,6 +49,11 @@ impl Topology {
             events_log: format!("{namespace}.events.log"),
             delivery_limit: 20,
         }
+    }
+
+    /// The exclusive queue that is the lock of one job (`NS.lock.JOB_ID`).
+    pub fn lock_queue(&self, job_id: &str) -> String {
+        format!("{}.lock.{job_id}", self.jobs.trim_end_matches(".jobs"))
     }
 
     /// Declares everything (idempotent; every worker and producer may call it).
@@ -206,5 +211,55 @@ pub fn int_header(props: &BasicProperties, name: &str) -> Option<i64> {
         AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
         AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
         _ => None,
+    }
+}
+
+/// A job message as the worker sees it: its body, who sent it, which delivery this is, and
+/// the three ways to settle it. The AMQP details (headers, ack/nack/reject) stay here.
+pub struct JobDelivery {
+    inner: lapin::message::Delivery,
+}
+
+impl JobDelivery {
+    pub fn new(inner: lapin::message::Delivery) -> Self {
+        JobDelivery { inner }
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.inner.data
+    }
+
+    /// The broker-verified sender (AMQP `user_id`), if the message carries one.
+    pub fn producer(&self) -> Option<String> {
+        self.inner.properties.user_id().as_ref().map(|u| u.to_string())
+    }
+
+    pub fn message_id(&self) -> Option<String> {
+        self.inner.properties.message_id().as_ref().map(|m| m.to_string())
+    }
+
+    pub fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+
+    /// Which delivery of the message this is, from 1. The worker retries transient failures
+    /// within a delivery, so a number above 1 means earlier deliveries were cut short.
+    pub fn attempt(&self) -> i64 {
+        int_header(&self.inner.properties, "x-delivery-count").unwrap_or(0) + 1
+    }
+
+    /// Done: the broker forgets the message.
+    pub async fn ack(&self) -> Result<(), lapin::Error> {
+        self.inner.ack(lapin::options::BasicAckOptions::default()).await.map(drop)
+    }
+
+    /// Failed for good: the broker dead-letters the message to `NS.jobs.dead`.
+    pub async fn dead_letter(&self) -> Result<(), lapin::Error> {
+        self.inner.nack(lapin::options::BasicNackOptions { requeue: false, ..Default::default() }).await.map(drop)
+    }
+
+    /// Not handled here: back to the queue for another delivery.
+    pub async fn hand_back(&self) -> Result<(), lapin::Error> {
+        self.inner.reject(lapin::options::BasicRejectOptions { requeue: true }).await.map(drop)
     }
 }

@@ -73,15 +73,22 @@ pub enum Format {
     AptRelease,
 }
 
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Format {
+    /// The format's name, as in jobs and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Format::Auto => "auto",
             Format::Rpm => "rpm",
             Format::Deb => "deb",
             Format::Detached => "detached",
             Format::AptRelease => "apt-release",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -156,14 +163,27 @@ pub struct Batch {
     pub sha256sums: FileDigest,
     pub manifest: Manifest,
     pub manifest_digest: FileDigest,
+    /// `SHA256SUMS.asc` and `manifest.json.asc`, as staged.
+    pub sha256sums_asc: FileDigest,
+    pub manifest_asc: FileDigest,
 }
 
 impl Batch {
+    /// The digest of every staged file, in commit order (manifest last): what the audit
+    /// record lists, without reading any file again.
+    pub fn digests_in_commit_order(&self) -> Vec<FileDigest> {
+        let mut v: Vec<FileDigest> = self
+            .outputs
+            .iter()
+            .map(|o| FileDigest { name: o.name.clone(), sha256: o.sha256.clone(), size: o.size })
+            .collect();
+        v.extend([&self.sha256sums, &self.sha256sums_asc, &self.manifest_asc, &self.manifest_digest].map(Clone::clone));
+        v
+    }
+
     /// Every staged file, in the order they must become final (manifest last).
     pub fn files_in_commit_order(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.outputs.iter().map(|o| o.name.clone()).collect();
-        v.extend([SHA256SUMS, SHA256SUMS_ASC, MANIFEST_ASC, MANIFEST].map(String::from));
-        v
+        self.digests_in_commit_order().into_iter().map(|d| d.name).collect()
     }
 }
 
@@ -364,7 +384,8 @@ pub fn sign_batch(
     let entries: Vec<checksums::Entry> =
         outputs.iter().map(|o| checksums::Entry { sha256: o.sha256.clone(), name: o.name.clone() }).collect();
     let sums = checksums::render(&entries);
-    let sums_digest = write_signed(&stage, key, &checker, SHA256SUMS, SHA256SUMS_ASC, sums.as_bytes(), time)?;
+    let (sums_digest, sums_asc) =
+        write_signed(&stage, key, &checker, SHA256SUMS, SHA256SUMS_ASC, sums.as_bytes(), time)?;
 
     let manifest = Manifest {
         manifest_version: 1,
@@ -381,12 +402,15 @@ pub fn sign_batch(
     };
     let mut json = serde_json::to_vec_pretty(&manifest).map_err(|e| SignError::Io(e.into()))?;
     json.push(b'\n');
-    let manifest_digest = write_signed(&stage, key, &checker, MANIFEST, MANIFEST_ASC, &json, time)?;
+    let (manifest_digest, manifest_asc) = write_signed(&stage, key, &checker, MANIFEST, MANIFEST_ASC, &json, time)?;
+    let digest = |name: &str, (sha256, size): (String, u64)| FileDigest { name: name.into(), sha256, size };
     Ok(Batch {
         outputs,
         sha256sums: manifest.sha256sums.clone(),
         manifest,
-        manifest_digest: FileDigest { name: MANIFEST.into(), sha256: manifest_digest.0, size: manifest_digest.1 },
+        manifest_digest: digest(MANIFEST, manifest_digest),
+        sha256sums_asc: digest(SHA256SUMS_ASC, sums_asc),
+        manifest_asc: digest(MANIFEST_ASC, manifest_asc),
     })
 }
 
@@ -398,7 +422,8 @@ fn self_check(name: &str) -> impl Fn(SignError) -> SignError + '_ {
     move |e| SignError::BadSignature(format!("self-check of {name} failed, output discarded: {e}"))
 }
 
-/// Writes `data` as `name` plus its armored detached signature `asc_name`, checked.
+/// Writes `data` as `name` plus its armored detached signature `asc_name`, checked; returns
+/// the digests of both.
 fn write_signed(
     stage: &Stage,
     key: &mut SigningKey,
@@ -407,15 +432,15 @@ fn write_signed(
     asc_name: &str,
     data: &[u8],
     time: SystemTime,
-) -> Result<(String, u64), SignError> {
+) -> Result<((String, u64), (String, u64)), SignError> {
     let mut w = stage.create(name)?;
     let mut asc = stage.create(asc_name)?;
     detached::sign(&mut &data[..], &mut w, &mut asc, key, time)?;
     let digest = Stage::close(w)?;
-    Stage::close(asc)?;
+    let asc_digest = Stage::close(asc)?;
     let sig = fs::read(stage.dir.join(asc_name))?;
     checker.detached(&sig, data).map_err(|e| self_check(name)(SignError::BadSignature(e.to_string())))?;
-    Ok(digest)
+    Ok((digest, asc_digest))
 }
 
 /// Makes a staged batch final in `out_dir` (same file system): fsync each file, rename it

@@ -1,15 +1,64 @@
 //! One attempt per job id at a time: an in-process guard (two deliveries to the same
-//! worker) and a broker-side lock (deliveries to different workers). Both are released
-//! when dropped, so a job that ends any way, a panic included, frees them.
+//! worker) and a broker-side lock (deliveries to different workers), taken together by
+//! [`hold`]. Both are released when dropped, so a job that ends any way, a panic included,
+//! frees them.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 
 use super::failure::{self, Failure};
 use crate::queue::Topology;
+
+/// Both locks of a job, held until dropped (or [`Held::release`]d).
+pub struct Held {
+    _in_flight: InFlightGuard,
+    lock: JobLock,
+}
+
+impl Held {
+    /// Releases the broker lock and waits for the broker to confirm.
+    pub async fn release(self) {
+        self.lock.release().await;
+    }
+}
+
+/// Takes both locks of `job_id`. A busy job (a duplicate of one being signed, here or on
+/// another worker) waits up to `busy_wait` for the other delivery, which then has usually
+/// committed, so this one is answered from its manifest; after that it is [`Failure::Busy`].
+/// Broker trouble is `Busy` too: the message goes back rather than the job failing.
+pub async fn hold(
+    in_flight: &InFlight,
+    conn: &lapin::Connection,
+    topology: &Topology,
+    job_id: &str,
+    busy_wait: Duration,
+) -> Result<Held, Failure> {
+    let since = Instant::now();
+    loop {
+        let attempt = match in_flight.enter(job_id) {
+            None => Err(Failure::Busy(format!("job {job_id} is being signed by this worker"))),
+            Some(guard) => match JobLock::acquire(conn, topology, job_id).await {
+                Ok(lock) => Ok(Held { _in_flight: guard, lock }),
+                Err(Failure::Transient(why)) => return Err(Failure::Busy(format!("cannot take the job lock: {why}"))),
+                Err(f) => Err(f),
+            },
+        };
+        match attempt {
+            Ok(held) => return Ok(held),
+            Err(Failure::Busy(why)) if since.elapsed() < busy_wait => {
+                if since.elapsed() < Duration::from_millis(100) {
+                    tracing::info!(reason = %why, "job busy elsewhere; waiting for the other delivery");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(f) => return Err(f),
+        }
+    }
+}
 
 /// The job ids in flight in this process.
 #[derive(Debug, Default, Clone)]
@@ -48,7 +97,7 @@ impl JobLock {
     pub async fn acquire(conn: &lapin::Connection, topology: &Topology, job_id: &str) -> Result<JobLock, Failure> {
         let broker = |e: lapin::Error| Failure::Transient(format!("broker: {e}"));
         let ch = conn.create_channel().await.map_err(broker)?;
-        let name = format!("{}.lock.{job_id}", topology.jobs.trim_end_matches(".jobs"));
+        let name = topology.lock_queue(job_id);
         let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
         match ch.queue_declare(name.as_str().into(), opts, FieldTable::default()).await {
             Ok(_) => Ok(JobLock { ch: Some(ch), name }),

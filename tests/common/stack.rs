@@ -108,10 +108,16 @@ impl Stack {
         p
     }
 
-    /// Reads this test's audit log: (key, bytes) in order.
-    pub fn audit_records(&self) -> Vec<(String, Vec<u8>)> {
-        let log = signet::audit::AuditLog::new(&self.audit).unwrap();
+    /// Reads every object of this test's audit log: (key, bytes) in key order.
+    pub fn audit_objects(&self) -> Vec<(String, Vec<u8>)> {
+        let log = signet::audit::AuditLog::new(&self.audit, "test").unwrap();
         self.rt.block_on(log.read_all(&self.store)).expect("read audit log")
+    }
+
+    /// The audit records of this test's workers' chains (not the index): (key, bytes), in
+    /// order within each chain.
+    pub fn audit_records(&self) -> Vec<(String, Vec<u8>)> {
+        self.audit_objects().into_iter().filter(|(k, _)| k.contains("/chains/")).collect()
     }
 
     /// `signet` with this stack's namespace, vault and endpoints.
