@@ -12,6 +12,9 @@ cargo build --release --locked --all-targets
 # Fuzz targets, briefly (20 s each), after replaying every kept crash input: before the
 # test runner, whose summary stays the last thing printed.
 bash scripts/fuzz.sh 20
+# The deployment files (infra/) against real validators: hadolint, the Compose schema,
+# kubernetes-validate, the KEDA and Prometheus-operator schemas.
+bash scripts/check-infra.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --locked --no-fail-fast
 else

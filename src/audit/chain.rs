@@ -61,7 +61,14 @@ impl Chain {
     }
 
     async fn get<S: ObjectStore>(&self, store: &S, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        store.get_small(&self.bucket, &self.key(seq), RECORD_LIMIT).await
+        let r = store.get_small(&self.bucket, &self.key(seq), RECORD_LIMIT).await;
+        let kind = match &r {
+            Ok(Some(_)) => None,
+            Ok(None) => Some("not_found"),
+            Err(e) => Some(e.kind()),
+        };
+        crate::observe::audit_request("get", kind);
+        r
     }
 
     /// The head: (seq, sha256), looked up once if not yet known.
@@ -71,6 +78,23 @@ impl Chain {
             *head = Some(self.find_head(store).await?);
         }
         Ok(head.clone().unwrap_or((0, GENESIS.to_owned())))
+    }
+
+    /// Brings a shared chain's head up to date before an append: from the known head, reads
+    /// forward while records exist (one GET each, plus one that finds nothing), so an
+    /// append under a lock that other writers also take does not start from a stale head.
+    pub(super) async fn refresh<S: ObjectStore>(&self, store: &S) -> Result<(), StoreError> {
+        let mut head = self.head.lock().await;
+        let Some((mut seq, mut sha)) = head.clone() else {
+            *head = Some(self.find_head(store).await?);
+            return Ok(());
+        };
+        while let Some(bytes) = self.get(store, seq + 1).await? {
+            seq += 1;
+            sha = sha256_hex(&bytes);
+        }
+        *head = Some((seq, sha));
+        Ok(())
     }
 
     /// Finds the last record with O(log n) reads: double until a number is free, then bisect.
@@ -122,7 +146,9 @@ impl Chain {
             })?;
             // A failed PUT keeps the head: the retry uses the same number, and finds out
             // below whether the failed attempt landed after all.
-            match store.put_bytes(&self.bucket, &key, bytes.clone(), "application/json", true).await {
+            let put = store.put_bytes(&self.bucket, &key, bytes.clone(), "application/json", true).await;
+            crate::observe::audit_request("put", put.as_ref().err().map(StoreError::kind));
+            match put {
                 Ok(()) => {}
                 Err(StoreError::Exists { .. }) => match self.get(store, seq).await? {
                     Some(there) if there == bytes => {}

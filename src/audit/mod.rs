@@ -210,6 +210,9 @@ impl AuditLog {
         event: IndexEvent,
         closed_at: Option<ChainHead>,
     ) -> Result<(), StoreError> {
+        // Other workers append here too (in turns, under the broker's index lock): start
+        // from the newest record, not from what this process saw last.
+        self.index.refresh(store).await?;
         // Index record 1 anchors the format-1 chain as it was when the index began.
         let legacy = match self.index.head(store).await?.0 {
             0 => match self.legacy.find_head(store).await? {
@@ -248,6 +251,22 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Whether this process's chain is listed in the index yet.
+    pub async fn is_open(&self) -> bool {
+        *self.opened.lock().await
+    }
+
+    /// Lists this process's chain in the index (once; [`append`](Self::append) does it
+    /// if not done before).
+    pub async fn open<S: ObjectStore>(&self, store: &S) -> Result<(), StoreError> {
+        let mut opened = self.opened.lock().await;
+        if !*opened {
+            self.index_append(store, IndexEvent::Opened, None).await?;
+            *opened = true;
+        }
+        Ok(())
+    }
+
     /// Appends `record` to this process's chain (opening it in the index first); returns it
     /// as written and its SHA-256.
     pub async fn append<S: ObjectStore>(
@@ -255,13 +274,7 @@ impl AuditLog {
         store: &S,
         mut record: AuditRecord,
     ) -> Result<AppendedRecord, StoreError> {
-        {
-            let mut opened = self.opened.lock().await;
-            if !*opened {
-                self.index_append(store, IndexEvent::Opened, None).await?;
-                *opened = true;
-            }
-        }
+        self.open(store).await?;
         let a = self
             .own
             .append(store, |seq, prev| {

@@ -34,6 +34,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!("signet_retries_total", "Retries of a failed call or a whole job, by stage.");
     describe_counter!("signet_audit_appends_total", "Records appended to this worker's audit chain.");
     describe_counter!("signet_amqp_reconnects_total", "Broker sessions opened after the first.");
+    describe_counter!(
+        "signet_s3_requests_total",
+        "S3 requests sent (all purposes), by operation and result (ok, or the kind of error)."
+    );
+    describe_counter!(
+        "signet_audit_requests_total",
+        "S3 requests of the audit log (a part of signet_s3_requests_total), by operation and result."
+    );
     describe_gauge!("signet_build_info", "Always 1; the label carries the version.");
     gauge!("signet_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     gauge!("signet_jobs_in_flight").set(0.0);
@@ -101,4 +109,14 @@ pub fn audit_appended() {
 /// A broker session was opened after an earlier one ended (or failed to open).
 pub fn amqp_reconnect() {
     counter!("signet_amqp_reconnects_total").increment(1);
+}
+
+/// An S3 request was answered (`error`: the kind of error, `None` for success).
+pub fn s3_request(operation: &'static str, error: Option<&'static str>) {
+    counter!("signet_s3_requests_total", "operation" => operation, "result" => error.unwrap_or("ok")).increment(1);
+}
+
+/// An S3 request of the audit log was answered.
+pub fn audit_request(operation: &'static str, error: Option<&'static str>) {
+    counter!("signet_audit_requests_total", "operation" => operation, "result" => error.unwrap_or("ok")).increment(1);
 }

@@ -56,6 +56,12 @@ impl Topology {
         format!("{}.lock.{job_id}", self.jobs.trim_end_matches(".jobs"))
     }
 
+    /// The exclusive queue that serializes the workers' appends to the audit index. Its
+    /// name cannot be a job's lock: job ids contain no `:`.
+    pub fn audit_index_lock(&self) -> String {
+        format!("{}.lock:audit-index", self.jobs.trim_end_matches(".jobs"))
+    }
+
     /// Declares everything (idempotent; every worker and producer may call it).
     pub async fn declare(&self, ch: &Channel) -> Result<(), QueueError> {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };

@@ -33,6 +33,18 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient { .. })
     }
+
+    /// A fixed word for the kind of error (a metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::NotFound { .. } => "not_found",
+            StoreError::Rejected { .. } => "rejected",
+            StoreError::TooLarge { .. } => "too_large",
+            StoreError::Exists { .. } => "exists",
+            StoreError::Transient { .. } => "unavailable",
+            StoreError::Local { .. } => "local",
+        }
+    }
 }
 
 /// What was downloaded.

@@ -80,10 +80,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Counts one request (the SDK's retries are off, so one call is one request).
+fn counted<T>(operation: &'static str, r: Result<T, StoreError>) -> Result<T, StoreError> {
+    crate::observe::s3_request(operation, r.as_ref().err().map(StoreError::kind));
+    r
+}
+
 impl ObjectStore for S3Store {
     async fn get_to_file(&self, bucket: &str, key: &str, dest: &Path, limit: u64) -> Result<Fetched, StoreError> {
-        let out =
-            self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key))?;
+        let out = counted(
+            "get",
+            self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key)),
+        )?;
         let too_large = |size: u64| StoreError::TooLarge { bucket: bucket.into(), key: key.into(), size, limit };
         if let Some(len) = out.content_length().and_then(|l| u64::try_from(l).ok())
             && len > limit
@@ -114,14 +122,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_small(&self, bucket: &str, key: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+        let sent = self.client.get_object().bucket(bucket).key(key).send().await;
+        let out = match counted("get", sent.map_err(|e| classify(e, bucket, key))) {
             Ok(o) => o,
-            Err(e) => {
-                return match classify(e, bucket, key) {
-                    StoreError::NotFound { .. } => Ok(None),
-                    other => Err(other),
-                };
-            }
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(other) => return Err(other),
         };
         if let Some(len) = out.content_length().and_then(|l| u64::try_from(l).ok())
             && len > limit
@@ -177,7 +182,7 @@ impl S3Store {
         if if_absent {
             req = req.if_none_match("*");
         }
-        req.send().await.map(|_| ()).map_err(|e| classify(e, bucket, key))
+        counted("put", req.send().await.map(|_| ()).map_err(|e| classify(e, bucket, key)))
     }
 
     /// Every key under `prefix` in `bucket`, in S3's (lexicographic) order.
@@ -189,7 +194,7 @@ impl S3Store {
             if let Some(t) = token.take() {
                 req = req.continuation_token(t);
             }
-            let page = req.send().await.map_err(|e| classify(e, bucket, prefix))?;
+            let page = counted("list", req.send().await.map_err(|e| classify(e, bucket, prefix)))?;
             out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),

@@ -39,6 +39,11 @@ impl<S: ObjectStore + 'static> Worker<S> {
     /// Appends to the audit log, retrying store trouble; a log that cannot be written is a
     /// transient failure of the job (nothing is signed or denied unrecorded).
     pub(super) async fn append_audit(&self, rec: AuditRecord) -> Result<(), Failure> {
+        if !self.audit.is_open().await {
+            self.in_audit_index(|| self.audit.open(&self.store))
+                .await
+                .map_err(|e| failure::store(Stage::Audit, e, None))?;
+        }
         let append = || async { self.audit.append(&self.store, rec.clone()).await };
         append
             .retry(self.cfg.retry)
@@ -50,6 +55,33 @@ impl<S: ObjectStore + 'static> Worker<S> {
             .await
             .map(|_| observe::audit_appended())
             .map_err(|e| failure::store(Stage::Audit, e, None))
+    }
+
+    /// Runs `op` on the audit index (opening or closing this worker's chain) under the
+    /// broker's index lock, retrying store trouble, so workers that start or stop together
+    /// take turns rather than race for the index's head.
+    pub(super) async fn in_audit_index<F, Fut>(&self, op: F) -> Result<(), crate::store::StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
+    {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lock = match &conn {
+            Some(c) => super::lock::audit_index(c, &self.cfg.topology, std::time::Duration::from_secs(10)).await,
+            None => None,
+        };
+        let r = op
+            .retry(self.cfg.retry)
+            .when(failure::store_retryable)
+            .notify(|e, dur| {
+                observe::retry("audit");
+                warn!(error = %e, retry_in = ?dur, "audit index append failed")
+            })
+            .await;
+        if let Some(l) = lock {
+            l.release().await;
+        }
+        r
     }
 
     /// The audit record of a signed batch: its inputs, and every file about to be written

@@ -13,6 +13,22 @@ use lapin::types::FieldTable;
 use super::failure::{self, Failure};
 use crate::queue::Topology;
 
+/// The lock of the audit index, taken while a worker opens or closes its chain there, so
+/// that workers starting or stopping together take turns instead of racing for the index's
+/// head (a lost race costs a 412 and a GET). Waits up to `wait`; `None` if it could not be
+/// had, and the caller appends without it (the index's own conditional writes keep it
+/// correct).
+pub async fn audit_index(conn: &lapin::Connection, topology: &Topology, wait: Duration) -> Option<JobLock> {
+    let since = Instant::now();
+    loop {
+        match JobLock::acquire_named(conn, topology.audit_index_lock(), "the audit index").await {
+            Ok(lock) => return Some(lock),
+            Err(Failure::Busy(_)) if since.elapsed() < wait => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Both locks of a job, held until dropped (or [`Held::release`]d).
 pub struct Held {
     _in_flight: InFlightGuard,
@@ -95,14 +111,18 @@ pub struct JobLock {
 impl JobLock {
     /// Takes the lock, or says the job is busy elsewhere.
     pub async fn acquire(conn: &lapin::Connection, topology: &Topology, job_id: &str) -> Result<JobLock, Failure> {
+        Self::acquire_named(conn, topology.lock_queue(job_id), &format!("job {job_id}")).await
+    }
+
+    /// Takes the lock queue `name` (`what` names it in the busy message).
+    async fn acquire_named(conn: &lapin::Connection, name: String, what: &str) -> Result<JobLock, Failure> {
         let broker = |e: lapin::Error| Failure::Transient(format!("broker: {e}"));
         let ch = conn.create_channel().await.map_err(broker)?;
-        let name = topology.lock_queue(job_id);
         let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
         match ch.queue_declare(name.as_str().into(), opts, FieldTable::default()).await {
             Ok(_) => Ok(JobLock { ch: Some(ch), name }),
             Err(e) if failure::resource_locked(&e) => {
-                Err(Failure::Busy(format!("job {job_id} is being signed by another delivery")))
+                Err(Failure::Busy(format!("{what} is being signed by another delivery")))
             }
             Err(e) => Err(broker(e)),
         }

@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::ExponentialBuilder;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -122,6 +122,8 @@ pub struct Worker<S> {
     health: Health,
     /// When a job last arrived or finished (for `exit_when_idle`).
     last_activity: Mutex<Instant>,
+    /// The current broker connection (for the audit index lock).
+    conn: Mutex<Option<Arc<lapin::Connection>>>,
 }
 
 /// Why the worker stops.
@@ -144,6 +146,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             in_flight: Default::default(),
             health: Health::default(),
             last_activity: Mutex::new(Instant::now()),
+            conn: Mutex::new(None),
         })
     }
 
@@ -197,6 +200,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             if let Some(old) = last.take() {
                 tokio::spawn(old.close());
             }
+            *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.conn.clone());
             let opened = Instant::now();
             // Idle time counts only while consuming: a worker that cannot reach the broker
             // has not seen the queue empty.
@@ -282,19 +286,12 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 "shutdown deadline passed; unfinished jobs are not acked and will be redelivered"
             );
         }
+        // The chain ends here: say so in the index, so `audit verify` knows its last record.
+        if drained && let Err(e) = self.in_audit_index(|| self.audit.close(&self.store)).await {
+            warn!(error = %e, chain = self.audit.chain(), "could not close the audit chain; it stays open (it still verifies)");
+        }
         if let Some(s) = last {
             s.close().await;
-        }
-        // The chain ends here: say so in the index, so `audit verify` knows its last record.
-        let close = || async { self.audit.close(&self.store).await };
-        if drained
-            && let Err(e) = close
-                .retry(self.cfg.retry)
-                .when(failure::store_retryable)
-                .notify(|e, dur| warn!(error = %e, retry_in = ?dur, "closing the audit chain failed"))
-                .await
-        {
-            warn!(error = %e, chain = self.audit.chain(), "could not close the audit chain; it stays open (it still verifies)");
         }
         info!("worker stopped");
         Ok(())
