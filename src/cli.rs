@@ -131,7 +131,7 @@ pub struct WorkerArgs {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Exit 0 (after draining) once no job has been in flight and none has arrived for
     /// SECONDS while consuming: for a worker started per burst of work.
-    #[arg(long, env = "SIGNET_EXIT_WHEN_IDLE", value_name = "SECONDS")]
+    #[arg(long, env = "SIGNET_EXIT_WHEN_IDLE", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub exit_when_idle: Option<u64>,
     /// Exit 0 after taking N deliveries and settling them; the rest stay in the queue.
     #[arg(long, env = "SIGNET_MAX_JOBS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -237,17 +237,21 @@ fn exit_when_idle_and_max_jobs_drain_and_exit_zero() {
     assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(30), "took {took:?}");
     assert_eq!(s.queued_jobs(), 0);
 
-    // --max-jobs 2 with four queued: two signed, two left in the queue, exit 0.
-    for i in 0..4 {
+    // --max-jobs 3 with six queued and two jobs at a time (so the broker has a fourth
+    // delivery on its way when the third is taken): three signed, three left in the queue
+    // and never started, exit 0.
+    for i in 0..6 {
         s.submit(&format!("max-{i}"), &format!("max/{i}/"), &[RPM]);
     }
-    let mut w2 = s.worker(2, &[("SIGNET_MAX_JOBS", "2")]);
+    let mut w2 = s.worker(2, &[("SIGNET_MAX_JOBS", "3"), ("SIGNET_CONCURRENCY", "2")]);
     assert_eq!(w2.wait(90), Some(0), "{}", w2.log_text());
     let evs = s.events();
     let done: Vec<_> = evs.iter().filter(|e| e.subject.starts_with("max-")).collect();
-    assert_eq!(done.len(), 2, "{done:#?}");
+    assert_eq!(done.len(), 3, "{done:#?}");
     assert!(done.iter().all(|e| e.succeeded()), "{done:#?}");
-    assert_eq!(s.queued_jobs(), 2, "the other two stay queued");
+    let started = w2.log_text().lines().filter(|l| l.contains("job started")).count();
+    assert_eq!(started, 3, "{}", w2.log_text());
+    assert_eq!(s.queued_jobs(), 3, "the other three stay queued");
     assert!(s.dead_letters(0).is_empty());
 }
 

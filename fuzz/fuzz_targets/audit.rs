@@ -1,10 +1,10 @@
-//! The audit chain verifier: arbitrary objects must never crash it, and any edit, removal
-//! or swap of a record that a later record links to must be found.
+//! The audit chain and log verifiers: arbitrary objects must never crash them, and any
+//! edit, removal or swap of a record that a later record links to must be found.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sha2::Digest;
-use signet::audit::{AuditRecord, GENESIS, Outcome, verify_chain};
+use signet::audit::{AuditRecord, GENESIS, Outcome, verify_chain, verify_log};
 
 fn chain(n: usize) -> Vec<(String, Vec<u8>)> {
     let mut prev = GENESIS.to_owned();
@@ -26,6 +26,20 @@ fuzz_target!(|data: &[u8]| {
     let raw: Vec<(String, Vec<u8>)> =
         data.split(|&b| b == 0xff).enumerate().map(|(i, r)| (format!("a/{:020}.json", i + 1), r.to_vec())).collect();
     let _ = verify_chain("a/", &raw);
+    // The same bytes as a whole log: records spread over the legacy chain, the index and
+    // worker chains (the names come from the input too), in key order as S3 lists them.
+    let places = ["a/", "a/index/", "a/chains/x/", "a/chains/y-1/", "a/chains/../", "a/other/"];
+    let mut log: Vec<(String, Vec<u8>)> = data
+        .split(|&b| b == 0xff)
+        .enumerate()
+        .map(|(i, r)| {
+            let place = places[r.first().map_or(0, |b| *b as usize % places.len())];
+            (format!("{place}{:020}.json", i / places.len() + 1), r.to_vec())
+        })
+        .collect();
+    log.sort();
+    log.dedup_by(|a, b| a.0 == b.0);
+    let _ = verify_log("a/", &log);
 
     // A real chain, tampered with as the input says.
     let [n, op, at, pos, rest @ ..] = data else { return };

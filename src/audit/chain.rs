@@ -83,18 +83,22 @@ impl Chain {
     /// Brings a shared chain's head up to date before an append: from the known head, reads
     /// forward while records exist (one GET each, plus one that finds nothing), so an
     /// append under a lock that other writers also take does not start from a stale head.
-    pub(super) async fn refresh<S: ObjectStore>(&self, store: &S) -> Result<(), StoreError> {
+    /// Returns the records it stepped over, so that a caller whose earlier PUT landed
+    /// without an answer can find it there.
+    pub(super) async fn refresh<S: ObjectStore>(&self, store: &S) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut head = self.head.lock().await;
         let Some((mut seq, mut sha)) = head.clone() else {
             *head = Some(self.find_head(store).await?);
-            return Ok(());
+            return Ok(Vec::new());
         };
+        let mut passed = Vec::new();
         while let Some(bytes) = self.get(store, seq + 1).await? {
             seq += 1;
             sha = sha256_hex(&bytes);
+            passed.push(bytes);
         }
         *head = Some((seq, sha));
-        Ok(())
+        Ok(passed)
     }
 
     /// Finds the last record with O(log n) reads: double until a number is free, then bisect.
@@ -105,7 +109,12 @@ impl Chain {
         let (mut lo, mut hi) = (1u64, 2u64);
         while self.get(store, hi).await?.is_some() {
             lo = hi;
-            hi = hi.saturating_mul(2);
+            // Planted records cannot make this run for ever: no chain has 2^62 records.
+            hi = hi.checked_mul(2).filter(|h| *h < 1 << 62).ok_or_else(|| StoreError::Rejected {
+                bucket: self.bucket.clone(),
+                key: self.key(lo),
+                message: "the chain claims more than 2^62 records".into(),
+            })?;
         }
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;

@@ -211,8 +211,16 @@ impl AuditLog {
         closed_at: Option<ChainHead>,
     ) -> Result<(), StoreError> {
         // Other workers append here too (in turns, under the broker's index lock): start
-        // from the newest record, not from what this process saw last.
-        self.index.refresh(store).await?;
+        // from the newest record, not from what this process saw last. If an earlier try
+        // of this very append landed without an answer, it is among those records: done.
+        for bytes in self.index.refresh(store).await? {
+            if let Ok(r) = serde_json::from_slice::<IndexRecord>(&bytes)
+                && r.chain == self.name
+                && r.event == event
+            {
+                return Ok(());
+            }
+        }
         // Index record 1 anchors the format-1 chain as it was when the index began.
         let legacy = match self.index.head(store).await?.0 {
             0 => match self.legacy.find_head(store).await? {
@@ -302,6 +310,8 @@ impl AuditLog {
         if !*self.opened.lock().await {
             return Ok(());
         }
+        // A last append whose answer was lost may have landed: look past the head first.
+        self.own.refresh(store).await?;
         let (records, head_sha256) = self.own.head(store).await?;
         self.index_append(store, IndexEvent::Closed, Some(ChainHead { records, head_sha256 })).await
     }
@@ -334,4 +344,98 @@ pub fn parse_location(uri: &str) -> Result<(String, String), String> {
         p => format!("{p}/"),
     };
     Ok((bucket.to_owned(), prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::store::Fetched;
+
+    /// An object store in memory whose next `lose` PUTs land but answer with an error, as
+    /// when a connection drops after S3 stored the object.
+    #[derive(Default)]
+    struct LossyStore {
+        objects: Mutex<BTreeMap<String, Vec<u8>>>,
+        lose: AtomicUsize,
+    }
+
+    impl LossyStore {
+        fn all(&self) -> Vec<(String, Vec<u8>)> {
+            self.objects.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
+    }
+
+    fn refused(bucket: &str, key: &str) -> StoreError {
+        StoreError::Rejected { bucket: bucket.into(), key: key.into(), message: "not in this test".into() }
+    }
+
+    impl ObjectStore for LossyStore {
+        async fn get_to_file(&self, bucket: &str, key: &str, _: &Path, _: u64) -> Result<Fetched, StoreError> {
+            Err(refused(bucket, key))
+        }
+        async fn get_small(&self, _: &str, key: &str, _: u64) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.objects.lock().unwrap().get(key).cloned())
+        }
+        async fn put_file(&self, bucket: &str, key: &str, _: &Path, _: &str, _: bool) -> Result<(), StoreError> {
+            Err(refused(bucket, key))
+        }
+        async fn put_bytes(
+            &self,
+            bucket: &str,
+            key: &str,
+            bytes: Vec<u8>,
+            _: &str,
+            if_absent: bool,
+        ) -> Result<(), StoreError> {
+            let mut objects = self.objects.lock().unwrap();
+            if if_absent && objects.contains_key(key) {
+                return Err(StoreError::Exists { bucket: bucket.into(), key: key.into() });
+            }
+            objects.insert(key.to_owned(), bytes);
+            if self.lose.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(StoreError::Transient { bucket: bucket.into(), key: key.into(), message: "lost".into() });
+            }
+            Ok(())
+        }
+    }
+
+    fn record(job: &str) -> AuditRecord {
+        AuditRecord::new("w", Outcome::Signed, job, Some("ci"), "k")
+    }
+
+    #[tokio::test]
+    async fn writes_whose_answers_were_lost_leave_a_log_that_verifies() {
+        let store = LossyStore::default();
+        let log = AuditLog::new("s3://b/a/", "w").unwrap();
+        // The index record that opens the chain lands, but its answer is lost; the retry
+        // must not open the chain a second time.
+        store.lose.store(1, Ordering::SeqCst);
+        assert!(log.append(&store, record("job-1")).await.is_err());
+        log.append(&store, record("job-1")).await.unwrap();
+        // A record lands without an answer and the job retries it: the same record, once.
+        let rec2 = record("job-2");
+        store.lose.store(1, Ordering::SeqCst);
+        assert!(log.append(&store, rec2.clone()).await.is_err());
+        log.append(&store, rec2).await.unwrap();
+        // The last record lands without an answer and nobody retries it (the job gave up):
+        // the close must still count it.
+        store.lose.store(1, Ordering::SeqCst);
+        assert!(log.append(&store, record("job-3")).await.is_err());
+        log.close(&store).await.unwrap();
+
+        let summary = verify_log("a/", &store.all()).unwrap_or_else(|e| panic!("{e}\n{:#?}", store.all()));
+        assert_eq!(summary.index.records, 2, "one open and one close");
+        assert_eq!(summary.chains.len(), 1);
+        assert_eq!((summary.chains[0].summary.records, summary.chains[0].end.clone()), (3, ChainEnd::Closed));
+        // The close record closed it at the head that is there.
+        let last = store.all().into_iter().rfind(|(k, _)| k.contains("/chains/")).unwrap();
+        let idx = store.all().into_iter().rfind(|(k, _)| k.contains("/index/")).unwrap();
+        let closed: IndexRecord = serde_json::from_slice(&idx.1).unwrap();
+        assert_eq!(closed.closed_at.unwrap().head_sha256, chain::sha256_hex(&last.1));
+    }
 }

@@ -93,6 +93,17 @@ pub fn verify_log(prefix: &str, objects: &[(String, Vec<u8>)]) -> Result<LogSumm
         opened_in: u64,
         closed: Option<(u64, ChainHead)>,
     }
+    // Once the index exists, its record 1 says how long the format-1 chain was; a format-1
+    // chain it does not anchor was added afterwards.
+    if let Some((key, bytes)) = index.first()
+        && legacy_summary.records > 0
+        && serde_json::from_slice::<IndexRecord>(bytes).is_ok_and(|r| r.legacy.is_none())
+    {
+        return Err(format!(
+            "format-1 chain: {} records, but index record 1 ({key}) anchors none (added after the index began?)",
+            legacy_summary.records
+        ));
+    }
     let mut listed: BTreeMap<String, Listed> = BTreeMap::new();
     for (i, (key, bytes)) in index.iter().enumerate() {
         let seq = i as u64 + 1;
@@ -208,7 +219,7 @@ mod tests {
 
     type Objects = Vec<(String, Vec<u8>)>;
 
-    /// Records `from..=to` of a chain of audit records at `prefix`, linked from `prev`.
+    /// A chain of `n` audit records at `prefix`.
     fn records(prefix: &str, n: u64) -> Objects {
         let mut prev = GENESIS.to_owned();
         (1..=n)
@@ -355,6 +366,16 @@ mod tests {
         let mut l = log();
         l.retain(|(k, _)| !k.starts_with("a/chains/A/"));
         assert!(broken(l).starts_with("chain A: index record 4 closed it at 4 records, but none is there"));
+        // A format-1 chain slipped in after the index began without one.
+        let a = records("a/chains/A/", 2);
+        let idx = index(&[(IndexEvent::Opened, "A", None, None), (IndexEvent::Closed, "A", Some(head(&a)), None)]);
+        let mut l: Objects = [a, idx].concat();
+        l.sort();
+        assert!(verify_log("a/", &l).is_ok(), "the log without a format-1 chain verifies");
+        l.extend(records("a/", 2));
+        l.sort();
+        let e = broken(l);
+        assert!(e.starts_with("format-1 chain: 2 records, but index record 1"), "{e}");
         // Anything else under the prefix.
         let mut l = log();
         l.push(("a/notes.txt".into(), b"hi".to_vec()));

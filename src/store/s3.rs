@@ -58,6 +58,10 @@ where
             match (status, code.as_str()) {
                 (404, _) | (_, "NoSuchKey" | "NoSuchBucket" | "NotFound") => StoreError::NotFound { bucket, key },
                 (412, _) | (_, "PreconditionFailed") => StoreError::Exists { bucket, key },
+                // AWS answers a conditional write that races another one with 409: try again.
+                (409, "ConditionalRequestConflict") => {
+                    StoreError::Transient { bucket, key, message: format!("HTTP 409 {message}") }
+                }
                 (408 | 429, _) | (500..=599, _) | (_, "SlowDown" | "RequestTimeout" | "InternalError") => {
                     StoreError::Transient { bucket, key, message: format!("HTTP {status} {message}") }
                 }

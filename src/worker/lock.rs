@@ -20,10 +20,15 @@ use crate::queue::Topology;
 /// correct).
 pub async fn audit_index(conn: &lapin::Connection, topology: &Topology, wait: Duration) -> Option<JobLock> {
     let since = Instant::now();
+    let mut pause = Duration::from_millis(10);
     loop {
         match JobLock::acquire_named(conn, topology.audit_index_lock(), "the audit index").await {
             Ok(lock) => return Some(lock),
-            Err(Failure::Busy(_)) if since.elapsed() < wait => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(Failure::Busy(_)) if since.elapsed() < wait => {
+                // Each try opens a channel: back off (with jitter) when many workers wait.
+                tokio::time::sleep(pause.mul_f64(1.0 + rand::random::<f64>())).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
             Err(_) => return None,
         }
     }

@@ -210,6 +210,9 @@ impl<S: ObjectStore + 'static> Worker<S> {
             let idle_check = self.cfg.exit_when_idle.map(|d| d.min(Duration::from_secs(1)));
             loop {
                 tokio::select! {
+                    // In this order: a delivery that is already here is taken before the idle
+                    // check can decide that nothing came.
+                    biased;
                     _ = shutdown.cancelled() => {
                         last = Some(session);
                         break 'sessions Stop::Signal;
@@ -267,8 +270,21 @@ impl<S: ObjectStore + 'static> Worker<S> {
 
         self.health.set_ready(false);
         info!(in_flight = tracker.len(), reason = ?stop, "shutting down: no new jobs; finishing in-flight jobs");
-        if let Some(s) = &last {
+        if let Some(s) = &mut last {
             s.stop_consuming().await;
+            // Deliveries the broker sent before it saw the cancel (with --max-jobs, or at an
+            // idle exit) go back unstarted, rather than waiting in the client's buffer until
+            // the connection closes.
+            let mut handed_back = 0;
+            while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), s.consumer.next()).await {
+                if let Err(e) = JobDelivery::new(d).hand_back().await {
+                    warn!(error = %e, "could not hand a delivery back; the broker requeues it when we disconnect");
+                }
+                handed_back += 1;
+            }
+            if handed_back > 0 {
+                info!(handed_back, "handed back deliveries that arrived while stopping");
+            }
         }
         tracker.close();
         // After a signal the jobs get the shutdown timeout; after an idle or --max-jobs exit
