@@ -332,19 +332,7 @@ fn four_workers_append_to_the_audit_log_without_racing() {
     let (chain, recs) = by_chain.iter().max_by_key(|(_, r)| r.len()).unwrap();
     assert!(recs.len() >= 3);
     let (key2, original) = recs[1].clone();
-    let put = |key: &str, body: &[u8]| {
-        let path = s.env.path("tampered.json");
-        std::fs::write(&path, body).unwrap();
-        s.rt.block_on(signet::store::ObjectStore::put_file(
-            &s.store,
-            "signet-audit",
-            key,
-            &path,
-            "application/json",
-            false,
-        ))
-        .unwrap();
-    };
+    let put = |key: &str, body: &[u8]| s.put_audit_object(key, body);
     let edited = String::from_utf8(original.clone()).unwrap().replacen("\"job_id\":\"a-", "\"job_id\":\"x-", 1);
     put(&key2, edited.as_bytes());
     let out = verify();

@@ -176,19 +176,7 @@ allow_mixed_formats = true
     let objects = s.audit_records();
     let (key3, original) = objects[2].clone();
     let edited = String::from_utf8(original.clone()).unwrap().replacen("\"job_id\":\"", "\"job_id\":\"x", 1);
-    let put = |key: &str, body: &[u8]| {
-        let path = s.env.path("audit-edit.json");
-        std::fs::write(&path, body).unwrap();
-        s.rt.block_on(signet::store::ObjectStore::put_file(
-            &s.store,
-            "signet-audit",
-            key,
-            &path,
-            "application/json",
-            false,
-        ))
-        .unwrap();
-    };
+    let put = |key: &str, body: &[u8]| s.put_audit_object(key, body);
     put(&key3, edited.as_bytes());
     let out = verify();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

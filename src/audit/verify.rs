@@ -392,18 +392,9 @@ mod tests {
         assert!(err.contains("00000000000000000000.json") && err.contains("out of sequence"), "{err}");
     }
 
+    /// A format-1 chain of `n` records under `a/`.
     fn chain(n: u64) -> Vec<(String, Vec<u8>)> {
-        let mut prev = GENESIS.to_owned();
-        (1..=n)
-            .map(|seq| {
-                let mut r = AuditRecord::new("w", Outcome::Signed, &format!("job-{seq}"), Some("ci"), "k");
-                r.seq = seq;
-                r.prev_sha256 = prev.clone();
-                let bytes = serde_json::to_vec(&r).unwrap();
-                prev = sha256_hex(&bytes);
-                (format!("a/{seq:020}.json"), bytes)
-            })
-            .collect()
+        records("a/", n)
     }
 
     #[test]

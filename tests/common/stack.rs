@@ -120,6 +120,14 @@ impl Stack {
         self.audit_objects().into_iter().filter(|(k, _)| k.contains("/chains/")).collect()
     }
 
+    /// Overwrites the audit object `key` with `body` (to tamper with the log).
+    pub fn put_audit_object(&self, key: &str, body: &[u8]) {
+        let bucket = self.audit.trim_start_matches("s3://").split('/').next().unwrap();
+        self.rt
+            .block_on(self.store.put_bytes(bucket, key, body.to_vec(), "application/json", false))
+            .expect("put audit object");
+    }
+
     /// `signet` with this stack's namespace, vault and endpoints.
     pub fn signet(&self) -> Command {
         let mut c = self.env.signet();
