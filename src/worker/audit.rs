@@ -1,7 +1,6 @@
 //! What a job leaves in the audit log: a record of every denial, and of every signing run
 //! after its signatures are made and checked and before any output is written.
 
-use backon::Retryable;
 use tracing::warn;
 
 use super::Worker;
@@ -45,13 +44,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 .map_err(|e| failure::store(Stage::Audit, e, None))?;
         }
         let append = || async { self.audit.append(&self.store, rec.clone()).await };
-        append
-            .retry(self.cfg.retry)
-            .when(failure::store_retryable)
-            .notify(|e, dur| {
-                observe::retry("audit");
-                warn!(error = %e, retry_in = ?dur, "audit append failed")
-            })
+        self.store_call("audit", "audit append failed", append)
             .await
             .map(|_| observe::audit_appended())
             .map_err(|e| failure::store(Stage::Audit, e, None))
@@ -70,14 +63,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             Some(c) => super::lock::audit_index(c, &self.cfg.topology, std::time::Duration::from_secs(10)).await,
             None => None,
         };
-        let r = op
-            .retry(self.cfg.retry)
-            .when(failure::store_retryable)
-            .notify(|e, dur| {
-                observe::retry("audit");
-                warn!(error = %e, retry_in = ?dur, "audit index append failed")
-            })
-            .await;
+        let r = self.store_call("audit", "audit index append failed", op).await;
         if let Some(l) = lock {
             l.release().await;
         }

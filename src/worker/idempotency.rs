@@ -1,14 +1,11 @@
 //! A job already done: a manifest under its output prefix answers a redelivery (or a
 //! duplicate submission) without signing again, if it is this job with the same inputs.
 
-use backon::Retryable;
-use tracing::warn;
 
 use super::Worker;
 use super::failure::{self, Failure, Stage, permanent};
 use crate::event::{self, ErrorCode, Event};
 use crate::job::Job;
-use crate::observe;
 use crate::sign::manifest::Manifest;
 use crate::sign::{self, MANIFEST};
 use crate::store::ObjectStore;
@@ -22,13 +19,8 @@ impl<S: ObjectStore + 'static> Worker<S> {
     pub(super) async fn existing(&self, job: &Job) -> Result<Option<Event>, Failure> {
         let key = job.output.key(MANIFEST);
         let get = || async { self.store.get_small(job.output.bucket.as_str(), &key, MANIFEST_LIMIT).await };
-        let Some(bytes) = get
-            .retry(self.cfg.retry)
-            .when(failure::store_retryable)
-            .notify(|e, dur| {
-                observe::retry("manifest");
-                warn!(error = %e, retry_in = ?dur, "reading the manifest failed")
-            })
+        let Some(bytes) = self
+            .store_call("manifest", "reading the manifest failed", get)
             .await
             .map_err(|e| failure::store(Stage::Output, e, None))?
         else {

@@ -54,7 +54,7 @@ use crate::audit::AuditLog;
 use crate::observe::{self, Health};
 use crate::policy::Authorizer;
 use crate::queue::{JobDelivery, Topology};
-use crate::store::ObjectStore;
+use crate::store::{ObjectStore, StoreError};
 use crate::vault::Vault;
 use keys::KeyCache;
 use lock::InFlight;
@@ -153,6 +153,23 @@ impl<S: ObjectStore + 'static> Worker<S> {
     /// What `/readyz` reports: ready while connected and consuming.
     pub fn health(&self) -> Health {
         self.health.clone()
+    }
+
+    /// Runs a store call with the worker's in-place retry policy: transient errors are
+    /// retried with backoff, each retry counted under `stage` and logged as `what`.
+    async fn store_call<T, F, Fut>(&self, stage: &'static str, what: &'static str, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        use backon::Retryable;
+        op.retry(self.cfg.retry)
+            .when(failure::store_retryable)
+            .notify(|e, dur| {
+                observe::retry(stage);
+                warn!(error = %e, retry_in = ?dur, "{what}")
+            })
+            .await
     }
 
     fn touch(&self) {

@@ -103,13 +103,8 @@ impl<S: ObjectStore + 'static> Worker<S> {
             let fetch = || async {
                 self.store.get_to_file(a.bucket.as_str(), a.key.as_str(), &path, self.cfg.max_artifact_bytes).await
             };
-            let got = fetch
-                .retry(self.cfg.retry)
-                .when(failure::store_retryable)
-                .notify(|e, dur| {
-                    observe::retry("fetch");
-                    warn!(error = %e, retry_in = ?dur, "fetch failed")
-                })
+            let got = self
+                .store_call("fetch", "fetch failed", fetch)
                 .await
                 .map_err(|e| failure::store(Stage::Fetch, e, Some(a.uri())))?;
             if let Some(want) = &a.sha256
@@ -164,15 +159,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             let put = || async {
                 self.store.put_file(job.output.bucket.as_str(), &dest, &path, content_type(&name), last).await
             };
-            match put
-                .retry(self.cfg.retry)
-                .when(failure::store_retryable)
-                .notify(|e, dur| {
-                    observe::retry("output");
-                    warn!(error = %e, retry_in = ?dur, "upload failed")
-                })
-                .await
-            {
+            match self.store_call("output", "upload failed", put).await {
                 Ok(()) => {}
                 Err(StoreError::Exists { .. }) if last => {
                     // Another delivery of the same job committed first.
