@@ -9,6 +9,8 @@ packages=(
   build-essential pkg-config libssl-dev libclang-dev
   # verifiers the tests and demo run
   rpm gnupg sqv debsigs debsig-verify apt-utils
+  # dnf checks a repository with the exported .repo snippet (repo_gpgcheck=1)
+  dnf
   # fixture builders and helpers
   dpkg-dev createrepo-c cpio xz-utils zstd gzip binutils python3-venv curl procps
   # promtool (checks the worker's /metrics); the package's own server is not started

@@ -159,3 +159,30 @@ pub fn parse_signature(bytes: &[u8]) -> Result<Signature, CheckError> {
         Err(e) => Err(CheckError::Malformed(e.to_string())),
     }
 }
+
+/// The issuers (fingerprints, or key ids) of the signatures in a detached signature or a
+/// cleartext-signed message, without checking them: empty if there are none or it does not
+/// parse.
+pub fn signature_issuers(bytes: &[u8]) -> Vec<String> {
+    use openpgp::parse::{PacketParser, PacketParserResult};
+    // A cleartext-signed message: its signature block is an armored detached signature.
+    const BLOCK: &[u8] = b"-----BEGIN PGP SIGNATURE-----";
+    let sig = if bytes.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
+        match bytes.windows(BLOCK.len()).position(|w| w == BLOCK) {
+            Some(at) => &bytes[at..],
+            None => return Vec::new(),
+        }
+    } else {
+        bytes
+    };
+    let mut out = Vec::new();
+    let Ok(mut ppr) = PacketParser::from_bytes(sig) else { return out };
+    while let PacketParserResult::Some(pp) = ppr {
+        let Ok((packet, next)) = pp.next() else { break };
+        if let openpgp::Packet::Signature(s) = packet {
+            out.extend(crate::key::issuers(&s));
+        }
+        ppr = next;
+    }
+    out
+}

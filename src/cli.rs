@@ -57,6 +57,13 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Print completion events as JSON lines.
     Events(EventsArgs),
+    /// List the jobs that wait for approvals.
+    Pending(PendingArgs),
+    /// Approve a pending job: show exactly what will be signed, confirm, and publish an
+    /// approval of those digests (as the broker user in SIGNET_AMQP_URL).
+    Approve(ApproveArgs),
+    /// Reject a pending job: it fails with `approval_rejected` and nothing is signed.
+    Reject(RejectArgs),
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -99,6 +106,10 @@ pub struct WorkerArgs {
     /// The audit log every signature and denial is appended to: s3://BUCKET/PREFIX.
     #[arg(long, env = "SIGNET_AUDIT")]
     pub audit: String,
+    /// Where pending approval requests are kept: s3://BUCKET/PREFIX (required when a key
+    /// of the policy sets `approvals`; approvers need read access to it).
+    #[arg(long, env = "SIGNET_APPROVALS")]
+    pub approvals: Option<String>,
     /// Seconds an unsealed key is reused before it is unsealed again (0: every job). A
     /// rotation takes effect at once regardless; revoking KMS access takes up to this long.
     #[arg(long, env = "SIGNET_KEY_CACHE_SECONDS", default_value_t = 300)]
@@ -170,6 +181,59 @@ pub struct SubmitArgs {
     pub artifacts: Vec<String>,
 }
 
+/// Where pending approval requests are kept.
+#[derive(Debug, Args, Clone)]
+pub struct ApprovalsArgs {
+    /// The workers' approvals location: s3://BUCKET/PREFIX (read only here).
+    #[arg(long, env = "SIGNET_APPROVALS")]
+    pub approvals: String,
+    /// S3-compatible endpoint (unset: AWS).
+    #[arg(long, env = "SIGNET_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    #[command(flatten)]
+    pub approvals: ApprovalsArgs,
+    /// Print each request as a JSON line (request, approvals so far).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub approvals: ApprovalsArgs,
+    /// The job to approve.
+    pub job_id: crate::job::JobId,
+    /// Approve without asking (the request is still printed).
+    #[arg(long)]
+    pub yes: bool,
+    /// Seconds to wait for a worker's answer (0: do not wait). Exit 0 when the approval is
+    /// counted (or the job signed), 1 when it is refused, 2 on timeout.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub approvals: ApprovalsArgs,
+    /// The job to reject.
+    pub job_id: crate::job::JobId,
+    /// Why (the producer sees it in the failed event).
+    #[arg(long)]
+    pub reason: String,
+    /// Seconds to wait for a worker's answer (0: do not wait).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     #[command(flatten)]
@@ -213,10 +277,25 @@ pub enum KeysCommand {
         #[command(flatten)]
         vault: VaultArgs,
     },
-    /// Print the armored public keys of NAME: every key it has had, so that consumers trust
-    /// the old and the new key during a rollover.
+    /// Export the public keys of NAME (every key it has had, so that consumers trust the
+    /// old and the new key during a rollover) in the form a verifier takes; the
+    /// fingerprints go to stderr, for a person to compare over another channel.
     Export {
         name: KeyName,
+        /// asc: armored keys (stdout); keyring: a binary keyring (apt signed-by,
+        /// debsig-verify); debsig: a debsig-verify policies/ and keyrings/ tree; dnf: a
+        /// .repo snippet (gpgcheck, repo_gpgcheck) and its key file.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Asc)]
+        format: ExportFormat,
+        /// Where to write: a file (asc, keyring; default stdout) or a directory (debsig, dnf).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// dnf: the repository's baseurl.
+        #[arg(long)]
+        baseurl: Option<String>,
+        /// dnf: where the installed key will be (default file:///etc/pki/rpm-gpg/RPM-GPG-KEY-NAME).
+        #[arg(long)]
+        gpgkey_url: Option<String>,
         #[command(flatten)]
         vault: VaultArgs,
     },
@@ -230,6 +309,15 @@ pub enum KeysCommand {
         #[command(flatten)]
         vault: VaultArgs,
     },
+}
+
+/// What `keys export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Asc,
+    Keyring,
+    Debsig,
+    Dnf,
 }
 
 #[derive(Debug, Args)]
@@ -255,11 +343,25 @@ pub struct SignArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Public key(s) to trust (armored or binary).
-    #[arg(long, required = true)]
+    /// Public key(s) to trust (armored or binary; repeat for more).
+    #[arg(long, required_unless_present = "keyring")]
     pub cert: Vec<PathBuf>,
+    /// A keyring of the keys to trust (e.g. from `keys export --format keyring`).
+    #[arg(long)]
+    pub keyring: Vec<PathBuf>,
+    /// The publish gate: each argument is a directory or s3://BUCKET/PREFIX/, and every
+    /// RPM, DEB, InRelease, Release, repomd.xml, SHA256SUMS (and X with X.asc) under it
+    /// must be signed by one of the trusted keys. Exits 1 naming each file that is
+    /// unsigned, signed by a key not allowed, or whose signature does not verify, and when
+    /// there is nothing to check.
+    #[arg(long)]
+    pub require_signed: bool,
+    /// S3-compatible endpoint for s3:// arguments (unset: AWS).
+    #[arg(long, env = "SIGNET_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
     /// Files to check: RPMs, DEBs, X (with X.asc), X.asc, InRelease, Release (with
     /// Release.gpg), SHA256SUMS (with SHA256SUMS.asc; every listed file is checked too).
+    /// With --require-signed: directories or s3://BUCKET/PREFIX/.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }

@@ -8,9 +8,16 @@ use crate::sign::Format;
 pub const SUCCEEDED: &str = "signet.job.succeeded";
 /// `type` of a failed job.
 pub const FAILED: &str = "signet.job.failed";
+/// `type` of a job waiting for approvals (sent when the request is stored, and again after
+/// each approval that is counted).
+pub const PENDING: &str = "signet.job.pending";
+/// `type` of the answer to an approval or rejection that was not counted.
+pub const APPROVAL_REFUSED: &str = "signet.approval.refused";
 /// Routing keys on the events exchange.
 pub const RK_SUCCEEDED: &str = "job.succeeded";
 pub const RK_FAILED: &str = "job.failed";
+pub const RK_PENDING: &str = "job.pending";
+pub const RK_APPROVAL_REFUSED: &str = "approval.refused";
 /// AMQP content type of an event.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 
@@ -28,6 +35,13 @@ pub enum ErrorCode {
     OutputConflict,
     JobConflict,
     Internal,
+    /// An approver rejected the pending request.
+    ApprovalRejected,
+    /// The pending request was not approved within its `approval_ttl`.
+    ApprovalExpired,
+    /// (`approval.refused` only) an approval message that is malformed, names no open
+    /// request, or names other digests or another key than the request.
+    InvalidApproval,
 }
 
 impl ErrorCode {
@@ -44,6 +58,9 @@ impl ErrorCode {
             ErrorCode::OutputConflict => "output_conflict",
             ErrorCode::JobConflict => "job_conflict",
             ErrorCode::Internal => "internal",
+            ErrorCode::ApprovalRejected => "approval_rejected",
+            ErrorCode::ApprovalExpired => "approval_expired",
+            ErrorCode::InvalidApproval => "invalid_approval",
         }
     }
 }
@@ -90,6 +107,34 @@ pub struct EventData {
     #[serde(default)]
     pub manifest: Option<ObjectRef>,
     pub error: Option<ErrorInfo>,
+    /// The approvers counted so far (pending) or whose approvals the signature was made on
+    /// (succeeded); empty for keys without approvals.
+    #[serde(default)]
+    pub approvals: Vec<String>,
+    /// The pending request (`job.pending` only).
+    #[serde(default)]
+    pub request: Option<crate::approval::PendingRequest>,
+    /// The broker user whose approval or rejection is refused (`approval.refused` only).
+    #[serde(default)]
+    pub approver: Option<String>,
+}
+
+impl EventData {
+    /// Data with only the job id (and key) set.
+    pub fn for_job(job_id: &str, key: Option<String>) -> Self {
+        EventData {
+            job_id: job_id.into(),
+            key,
+            key_fingerprint: None,
+            outputs: Vec::new(),
+            sha256sums: None,
+            manifest: None,
+            error: None,
+            approvals: Vec::new(),
+            request: None,
+            approver: None,
+        }
+    }
 }
 
 /// A CloudEvents 1.0 envelope.
@@ -107,9 +152,37 @@ pub struct Event {
 }
 
 impl Event {
-    /// Wraps `data` in an envelope from `source` (e.g. `signet/worker/HOST`).
+    /// Wraps `data` in an envelope from `source` (e.g. `signet/worker/HOST`): succeeded, or
+    /// failed if `data.error` is set.
     pub fn new(source: &str, data: EventData) -> Event {
         let kind = if data.error.is_some() { FAILED } else { SUCCEEDED };
+        Event::of_kind(source, kind, data)
+    }
+
+    /// A `job.pending` event carrying `request` and the approvals counted so far.
+    pub fn pending(source: &str, request: crate::approval::PendingRequest, approvals: Vec<String>) -> Event {
+        let mut data = EventData::for_job(request.job_id.as_str(), Some(request.key.to_string()));
+        data.key_fingerprint = Some(request.key_fingerprint.clone());
+        data.approvals = approvals;
+        data.request = Some(request);
+        Event::of_kind(source, PENDING, data)
+    }
+
+    /// The answer to an approval message that was not counted.
+    pub fn approval_refused(
+        source: &str,
+        job_id: &str,
+        key: Option<String>,
+        approver: Option<String>,
+        error: ErrorInfo,
+    ) -> Event {
+        let mut data = EventData::for_job(job_id, key);
+        data.approver = approver;
+        data.error = Some(error);
+        Event::of_kind(source, APPROVAL_REFUSED, data)
+    }
+
+    fn of_kind(source: &str, kind: &str, data: EventData) -> Event {
         Event {
             specversion: "1.0".into(),
             id: uuid::Uuid::new_v4().to_string(),
@@ -124,18 +197,9 @@ impl Event {
 
     /// A failure event.
     pub fn failed(source: &str, job_id: &str, key: Option<String>, error: ErrorInfo) -> Event {
-        Event::new(
-            source,
-            EventData {
-                job_id: job_id.into(),
-                key,
-                key_fingerprint: None,
-                outputs: Vec::new(),
-                sha256sums: None,
-                manifest: None,
-                error: Some(error),
-            },
-        )
+        let mut data = EventData::for_job(job_id, key);
+        data.error = Some(error);
+        Event::new(source, data)
     }
 
     /// Whether this reports success.
@@ -143,9 +207,19 @@ impl Event {
         self.kind == SUCCEEDED && self.data.error.is_none()
     }
 
+    /// Whether this says the job waits for approvals (not its end).
+    pub fn is_pending(&self) -> bool {
+        self.kind == PENDING
+    }
+
     /// The routing key it is published with.
     pub fn routing_key(&self) -> &'static str {
-        if self.succeeded() { RK_SUCCEEDED } else { RK_FAILED }
+        match self.kind.as_str() {
+            SUCCEEDED => RK_SUCCEEDED,
+            PENDING => RK_PENDING,
+            APPROVAL_REFUSED => RK_APPROVAL_REFUSED,
+            _ => RK_FAILED,
+        }
     }
 }
 
@@ -155,7 +229,7 @@ fn parse_uri(uri: &str) -> ObjectRef {
     ObjectRef { bucket: bucket.into(), key: key.into() }
 }
 
-/// The succeeded event for a committed manifest.
+/// The succeeded event for a committed manifest (`approvals` from its manifest).
 pub fn from_manifest(source: &str, m: &crate::sign::manifest::Manifest, out: &crate::job::OutputSpec) -> Event {
     let outputs = m
         .artifacts
@@ -171,16 +245,11 @@ pub fn from_manifest(source: &str, m: &crate::sign::manifest::Manifest, out: &cr
             })
         })
         .collect();
-    Event::new(
-        source,
-        EventData {
-            job_id: m.job_id.clone(),
-            key: Some(m.key.name.clone()),
-            key_fingerprint: Some(m.key.fingerprint.clone()),
-            outputs,
-            sha256sums: Some(ObjectRef { bucket: out.bucket.to_string(), key: out.key(crate::sign::SHA256SUMS) }),
-            manifest: Some(ObjectRef { bucket: out.bucket.to_string(), key: out.key(crate::sign::MANIFEST) }),
-            error: None,
-        },
-    )
+    let mut data = EventData::for_job(&m.job_id, Some(m.key.name.clone()));
+    data.key_fingerprint = Some(m.key.fingerprint.clone());
+    data.outputs = outputs;
+    data.sha256sums = Some(ObjectRef { bucket: out.bucket.to_string(), key: out.key(crate::sign::SHA256SUMS) });
+    data.manifest = Some(ObjectRef { bucket: out.bucket.to_string(), key: out.key(crate::sign::MANIFEST) });
+    data.approvals = m.approvals.clone();
+    Event::new(source, data)
 }

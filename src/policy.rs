@@ -7,6 +7,9 @@
 //! outputs   = ["signed/stable/*"]            # BUCKET/PREFIX patterns outputs may go to
 //! formats   = ["rpm", "deb"]                 # what this key may produce
 //! # allow_mixed_formats = true               # needed to list "detached" with package formats
+//! approvers = ["alice", "bob", "carol"]      # optional: people who must approve each job
+//! approvals = 2                              # distinct approvers needed (never the producer)
+//! approval_ttl = "72h"                       # an unapproved request expires (default 72h)
 //! ```
 //!
 //! Deny by default: a job is allowed only if its key has a section, its `user_id` is one of
@@ -20,6 +23,10 @@
 //! Release files, and a `detached` key none of those. A key that lists `detached` beside a
 //! package format is refused unless `allow_mixed_formats = true`: with it, those content
 //! checks are the only thing between a detached signature and a package signature.
+//!
+//! A key with `approvals` signs nothing on a producer's say-so alone: a job for it becomes a
+//! pending request, and is signed once `approvals` distinct `approvers` (broker users, never
+//! the job's producer) have approved exactly its input digests (`worker::approval`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -61,6 +68,15 @@ struct RuleFile {
     /// Lets one key make detached signatures and package signatures (see the module doc).
     #[serde(default)]
     allow_mixed_formats: bool,
+    /// Broker users who may approve (or reject) this key's jobs.
+    #[serde(default)]
+    approvers: Vec<String>,
+    /// Distinct approvals a job needs before it is signed (0: none, sign at once).
+    #[serde(default)]
+    approvals: usize,
+    /// How long a request waits for its approvals (humantime, default 72h).
+    #[serde(default)]
+    approval_ttl: Option<String>,
 }
 
 #[derive(Debug)]
@@ -69,6 +85,67 @@ struct Rule {
     sources: GlobSet,
     outputs: GlobSet,
     formats: Vec<Format>,
+    approval: Option<ApprovalRule>,
+}
+
+/// What a key's jobs need before they are signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// Who may approve or reject (broker users).
+    pub approvers: Vec<String>,
+    /// Distinct approvers needed.
+    pub approvals: usize,
+    /// How long a request waits before it expires.
+    pub ttl: std::time::Duration,
+}
+
+/// Default `approval_ttl`.
+pub const DEFAULT_APPROVAL_TTL: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
+/// Longest `approval_ttl` (RabbitMQ's message TTL limit is far above; this bounds the wait).
+pub const MAX_APPROVAL_TTL: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
+
+/// A broker user name as the policy may list it: no wildcards, no separators, so that it
+/// can name an object (`approvals/USER.json`) and never reads as a pattern.
+fn user_name(u: &str) -> bool {
+    !u.is_empty() && u.len() <= 128 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
+}
+
+fn approval_rule(name: &str, r: &RuleFile) -> Result<Option<ApprovalRule>, String> {
+    if r.approvals == 0 {
+        if !r.approvers.is_empty() || r.approval_ttl.is_some() {
+            return Err(format!(
+                "keys.{name}: approvers and approval_ttl need approvals = N (how many distinct approvers must approve)"
+            ));
+        }
+        return Ok(None);
+    }
+    if let Some(a) = r.approvers.iter().find(|a| !user_name(a)) {
+        return Err(format!("keys.{name}.approvers: {a:?} is not a broker user name (A-Z a-z 0-9 . _ @ + -)"));
+    }
+    let distinct: HashSet<&String> = r.approvers.iter().collect();
+    if distinct.len() != r.approvers.len() {
+        return Err(format!("keys.{name}.approvers: a name is listed twice"));
+    }
+    if r.approvals > r.approvers.len() {
+        return Err(format!(
+            "keys.{name}.approvals: {} approvals needed but only {} approvers listed",
+            r.approvals,
+            r.approvers.len()
+        ));
+    }
+    if let Some(p) = r.producers.iter().find(|p| distinct.contains(p)) {
+        return Err(format!(
+            "keys.{name}: {p:?} is both a producer and an approver; a producer may never approve its own jobs"
+        ));
+    }
+    let ttl = match &r.approval_ttl {
+        None => DEFAULT_APPROVAL_TTL,
+        Some(t) => humantime::parse_duration(t).map_err(|e| format!("keys.{name}.approval_ttl: {t:?}: {e}"))?,
+    };
+    if ttl < std::time::Duration::from_secs(1) || ttl > MAX_APPROVAL_TTL {
+        return Err(format!("keys.{name}.approval_ttl: must be between 1s and 90 days"));
+    }
+    Ok(Some(ApprovalRule { approvers: r.approvers.clone(), approvals: r.approvals, ttl }))
 }
 
 /// A loaded policy.
@@ -117,7 +194,9 @@ impl Policy {
             if let Some(p) = r.producers.iter().find(|p| p.is_empty() || p.contains('*')) {
                 return Err(format!("keys.{name}.producers: {p:?} is not a user name (no wildcards)"));
             }
+            let approval = approval_rule(&name, &r)?;
             let rule = Rule {
+                approval,
                 producers: r.producers.into_iter().collect(),
                 sources: globs(&r.sources, "sources", &name)?,
                 outputs: globs(&r.outputs, "outputs", &name)?,
@@ -143,6 +222,24 @@ impl Policy {
             .filter(|r| r.producers.contains(producer))
             .ok_or_else(|| Denied(format!("producer {producer:?} may not sign with key {:?}", job.key.as_str())))?;
         Ok(rule)
+    }
+
+    /// What the jobs of `key` need before they are signed (`None`: nothing).
+    pub fn approval(&self, key: &KeyName) -> Option<&ApprovalRule> {
+        self.keys.get(key).and_then(|r| r.approval.as_ref())
+    }
+
+    /// Whether any key needs approvals (the worker then needs an approvals location).
+    pub fn needs_approvals(&self) -> bool {
+        self.keys.values().any(|r| r.approval.is_some())
+    }
+
+    /// Every distinct `approval_ttl` of the policy (the worker arms one timer queue each).
+    pub fn approval_ttls(&self) -> Vec<std::time::Duration> {
+        let mut v: Vec<_> = self.keys.values().filter_map(|r| r.approval.as_ref().map(|a| a.ttl)).collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// Checks everything known before the artifacts are fetched: producer, key, sources,
@@ -200,6 +297,22 @@ impl Authorizer {
             Authorizer::AllowAll => Ok(()),
         }
     }
+
+    /// Every distinct `approval_ttl` of the policy.
+    pub fn approval_ttls(&self) -> Vec<std::time::Duration> {
+        match self {
+            Authorizer::Policy(p) => p.approval_ttls(),
+            Authorizer::AllowAll => Vec::new(),
+        }
+    }
+
+    /// What the jobs of `key` need before they are signed (never anything without a policy).
+    pub fn approval(&self, key: &KeyName) -> Option<&ApprovalRule> {
+        match self {
+            Authorizer::Policy(p) => p.approval(key),
+            Authorizer::AllowAll => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +362,38 @@ mod tests {
         }
         for alone in [r#"["detached"]"#, r#"["rpm", "deb", "apt-release"]"#] {
             assert!(Policy::parse(&rule(alone, "")).is_ok(), "{alone}");
+        }
+    }
+
+    #[test]
+    fn approval_sections_are_checked() {
+        let rule = |extra: &str| {
+            format!(
+                "[keys.release]\nproducers = [\"ci-release\"]\nsources = [\"b/*\"]\noutputs = [\"o/*\"]\n\
+                 formats = [\"rpm\"]\n{extra}"
+            )
+        };
+        let p = Policy::parse(&rule("approvers = [\"alice\", \"bob\", \"carol\"]\napprovals = 2\napproval_ttl = \"72h\""))
+            .unwrap();
+        let a = p.approval(&"release".parse().unwrap()).expect("approval rule");
+        assert_eq!((a.approvals, a.ttl.as_secs()), (2, 72 * 3600));
+        assert!(p.needs_approvals());
+        let default_ttl = Policy::parse(&rule("approvers = [\"alice\"]\napprovals = 1")).unwrap();
+        assert_eq!(default_ttl.approval(&"release".parse().unwrap()).unwrap().ttl, DEFAULT_APPROVAL_TTL);
+        assert!(Policy::parse(&rule("")).unwrap().approval(&"release".parse().unwrap()).is_none());
+        for (bad, says) in [
+            ("approvers = [\"alice\"]\napprovals = 2", "only 1 approvers"),
+            ("approvers = [\"alice\", \"ci-release\"]\napprovals = 1", "both a producer and an approver"),
+            ("approvers = [\"alice\"]", "need approvals"),
+            ("approval_ttl = \"1h\"", "need approvals"),
+            ("approvers = [\"alice\", \"alice\"]\napprovals = 1", "listed twice"),
+            ("approvers = [\"al*\"]\napprovals = 1", "not a broker user name"),
+            ("approvers = [\"alice\"]\napprovals = 1\napproval_ttl = \"soon\"", "approval_ttl"),
+            ("approvers = [\"alice\"]\napprovals = 1\napproval_ttl = \"0s\"", "between 1s"),
+            ("approvers = [\"alice\"]\napprovals = 1\napprovers_needed = 1", "unknown field"),
+        ] {
+            let err = Policy::parse(&rule(bad)).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 

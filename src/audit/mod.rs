@@ -38,6 +38,18 @@ pub enum Outcome {
     Signed,
     /// The policy refused the job.
     Denied,
+    /// The key needs approvals: the job's inputs were fetched, hashed and stored as a
+    /// pending request (`artifacts` holds the digests to be approved).
+    ApprovalRequested,
+    /// `approver` approved the request's digests.
+    Approved,
+    /// `approver` rejected the request (`reason` says why); nothing will be signed.
+    Rejected,
+    /// The request was not approved within its key's `approval_ttl`.
+    Expired,
+    /// An approval or rejection that was not counted (`approver` if the message had a
+    /// user, `reason` says why): not an approver, the producer, other digests, twice.
+    ApprovalRefused,
 }
 
 /// An input as the record names it.
@@ -77,6 +89,12 @@ pub struct AuditRecord {
     pub key_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The broker user who approved, rejected or sent a refused approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// For `signed`: the approvers whose approvals the signature was made on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
     pub artifacts: Vec<AuditArtifact>,
     pub outputs: Vec<AuditOutput>,
 }
@@ -95,6 +113,8 @@ impl AuditRecord {
             key: key.to_owned(),
             key_fingerprint: None,
             reason: None,
+            approver: None,
+            approvers: Vec::new(),
             artifacts: Vec::new(),
             outputs: Vec::new(),
         }
@@ -401,6 +421,9 @@ mod tests {
                 return Err(StoreError::Transient { bucket: bucket.into(), key: key.into(), message: "lost".into() });
             }
             Ok(())
+        }
+        async fn list_keys(&self, _: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+            Ok(self.objects.lock().unwrap().keys().filter(|k| k.starts_with(prefix)).cloned().collect())
         }
     }
 

@@ -5,8 +5,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use zeroize::Zeroizing;
 
+use std::io::{IsTerminal, Write};
+
 use super::open_vault;
-use crate::cli::KeysCommand;
+use crate::approval::grouped_fingerprint;
+use crate::cli::{ExportFormat, KeysCommand};
+use crate::{key, trust};
 
 pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -21,7 +25,14 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string(&k)?);
                 } else {
                     let state = if k.active { "active" } else { "retired" };
-                    println!("{:<20} {} {:<8} {:<7} {}", k.name, k.fingerprint, k.algo, state, k.created);
+                    println!(
+                        "{:<20} {}  {:<8} {:<7} {}",
+                        k.name,
+                        grouped_fingerprint(&k.fingerprint),
+                        k.algo,
+                        state,
+                        k.created
+                    );
                 }
             }
         }
@@ -29,8 +40,42 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             let info = open_vault(&vault)?.rotate(&name, algo)?;
             println!("{} {} {} active", info.name, info.fingerprint, info.algo);
         }
-        KeysCommand::Export { name, vault } => {
-            print!("{}", open_vault(&vault)?.export(&name)?);
+        KeysCommand::Export { name, format, out, baseurl, gpgkey_url, vault } => {
+            let vault = open_vault(&vault)?;
+            let armored = vault.export(&name)?;
+            let certs = key::parse_certs(armored.as_bytes())?;
+            for k in vault.list()?.into_iter().filter(|k| k.name == name.as_str()) {
+                let state = if k.active { "active" } else { "retired" };
+                eprintln!("{name}  {}  ({state}, {})", grouped_fingerprint(&k.fingerprint), k.algo);
+            }
+            let write = |bytes: &[u8]| -> anyhow::Result<()> {
+                match &out {
+                    Some(p) => std::fs::write(p, bytes).with_context(|| format!("cannot write {}", p.display())),
+                    None => Ok(std::io::stdout().write_all(bytes)?),
+                }
+            };
+            match format {
+                ExportFormat::Asc => write(armored.as_bytes())?,
+                ExportFormat::Keyring => {
+                    anyhow::ensure!(
+                        out.is_some() || !std::io::stdout().is_terminal(),
+                        "a binary keyring does not go to a terminal: give --out FILE"
+                    );
+                    write(&trust::keyring(&certs)?)?
+                }
+                ExportFormat::Debsig | ExportFormat::Dnf => {
+                    let dir = out.as_deref().context("give --out DIR for this format")?;
+                    let files = if format == ExportFormat::Debsig {
+                        trust::debsig(name.as_str(), &certs, dir)?
+                    } else {
+                        let baseurl = baseurl.as_deref().context("give --baseurl URL (the repository) for a .repo snippet")?;
+                        trust::dnf(name.as_str(), &certs, &armored, dir, baseurl, gpgkey_url.as_deref())?
+                    };
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                }
+            }
         }
         KeysCommand::Import { name, file, import_passphrase_file, vault } => {
             let bytes =

@@ -1,5 +1,6 @@
 //! What each `signet` subcommand does.
 
+mod approve;
 mod audit;
 mod events;
 mod keys;
@@ -23,6 +24,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker::run(args),
         Command::Submit(args) => submit::run(args),
         Command::Events(args) => events::run(args),
+        Command::Pending(args) => approve::pending(args),
+        Command::Approve(args) => approve::approve(args),
+        Command::Reject(args) => approve::reject(args),
         Command::Audit(cmd) => audit::run(cmd),
     }
 }

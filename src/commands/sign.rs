@@ -41,6 +41,7 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
         job_id: args.job_id.unwrap_or_else(|| format!("local-{}", uuid::Uuid::new_v4())),
         key_name: args.key.to_string(),
         time: SystemTime::now(),
+        approvals: Vec::new(),
     };
     let batch = sign::sign_batch(&mut key, &artifacts, &ctx, staging.path())?;
     sign::commit_to_dir(staging.path(), &batch, &args.out)?;

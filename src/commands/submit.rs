@@ -81,6 +81,15 @@ pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 }
                 let ev: Event = serde_json::from_slice(&d.data).context("malformed event")?;
                 println!("{}", serde_json::to_string(&ev)?);
+                if ev.is_pending() {
+                    // A key that needs approvals: the job waits for people; so do we.
+                    let needed = ev.data.request.as_ref().map_or(0, |r| r.approvals_required);
+                    eprintln!(
+                        "job {job_id} is waiting for approvals ({} of {needed}); waiting for its completion",
+                        ev.data.approvals.len()
+                    );
+                    continue;
+                }
                 return Ok::<_, anyhow::Error>(if ev.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
             anyhow::bail!("event stream closed")

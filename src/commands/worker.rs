@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::open_vault;
+use crate::approval::Requests;
 use crate::audit::AuditLog;
 use crate::cli::WorkerArgs;
 use crate::observe;
@@ -16,10 +17,18 @@ use crate::store::s3::S3Store;
 use crate::worker::{Worker, WorkerConfig};
 
 pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let approvals = args.approvals.as_deref().map(Requests::new).transpose().map_err(anyhow::Error::msg)?;
     let authorizer = match (&args.policy, args.insecure_no_policy) {
         (Some(path), _) => {
             let policy = Policy::load(path)?;
             let keys: Vec<_> = policy.keys().map(|k| k.to_string()).collect();
+            if policy.needs_approvals() && approvals.is_none() {
+                anyhow::bail!(
+                    "policy {}: a key needs approvals, so the worker needs a place for pending requests: set \
+                     SIGNET_APPROVALS (--approvals) to s3://BUCKET/PREFIX",
+                    path.display()
+                );
+            }
             info!(policy = %path.display(), ?keys, "policy loaded");
             Authorizer::Policy(policy)
         }
@@ -61,6 +70,7 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
         exit_when_idle: args.exit_when_idle.map(Duration::from_secs),
         max_jobs: args.max_jobs,
+        approvals,
     };
     info!(audit = %audit.location(), chain = audit.chain(), key_cache_seconds = args.key_cache_seconds, "audit log");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -69,6 +69,18 @@ pub fn job_settled(code: Option<&'static str>, took: Duration) {
     histogram!("signet_job_duration_seconds", "outcome" => outcome).record(took.as_secs_f64());
 }
 
+/// A job became (or stayed) a pending approval request.
+pub fn job_pending(took: Duration) {
+    counter!("signet_jobs_total", "outcome" => "pending").increment(1);
+    histogram!("signet_job_duration_seconds", "outcome" => "pending").record(took.as_secs_f64());
+}
+
+/// An approval message was handled: `decision` approve, reject, expire (or unknown when
+/// it did not parse); `result` counted, rejected, expired or refused.
+pub fn approval(decision: &'static str, result: &'static str) {
+    counter!("signet_approval_messages_total", "decision" => decision, "result" => result).increment(1);
+}
+
 /// A delivery was handed back to the broker without an event.
 pub fn job_requeued() {
     counter!("signet_jobs_requeued_total").increment(1);

@@ -1,8 +1,9 @@
 //! RabbitMQ: topology, connections, a confirmed publisher, and job deliveries.
 //!
 //! Names derive from a namespace (default `signet`): jobs queue `NS.jobs` (quorum, durable,
-//! dead-lettering to `NS.jobs.dead` through the direct exchange `NS.dlx`), and the topic
-//! exchange `NS.events` for completion events.
+//! dead-lettering to `NS.jobs.dead` through the direct exchange `NS.dlx`), the topic
+//! exchange `NS.events` for completion events, and the approvals queue `NS.approvals`
+//! (dead-lettering to `NS.approvals.dead`) with its expiry timers `NS.approvals.wait.Ns`.
 
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -33,6 +34,10 @@ pub struct Topology {
     pub events: String,
     /// Stream queue that keeps recent events (7 days) for `signet events`.
     pub events_log: String,
+    /// Approval messages (approvals, rejections, expiry timers), consumed by workers.
+    pub approvals: String,
+    /// Approval messages that were refused.
+    pub approvals_dead: String,
     /// Broker-side backstop: a message delivered more often than this is dead-lettered
     /// even if no worker survives long enough to fail it.
     pub delivery_limit: i64,
@@ -47,6 +52,8 @@ impl Topology {
             dlx: format!("{namespace}.dlx"),
             events: format!("{namespace}.events"),
             events_log: format!("{namespace}.events.log"),
+            approvals: format!("{namespace}.approvals"),
+            approvals_dead: format!("{namespace}.approvals.dead"),
             delivery_limit: 20,
         }
     }
@@ -60,6 +67,30 @@ impl Topology {
     /// name cannot be a job's lock: job ids contain no `:`.
     pub fn audit_index_lock(&self) -> String {
         format!("{}.lock:audit-index", self.jobs.trim_end_matches(".jobs"))
+    }
+
+    /// The timer queue that holds expiry messages for `delay` and then dead-letters them
+    /// into `NS.approvals` (`NS.approvals.wait.SECONDSs`; no consumer reads it).
+    pub fn approval_timer(&self, delay: std::time::Duration) -> String {
+        format!("{}.wait.{}s", self.approvals, delay.as_secs().max(1))
+    }
+
+    /// Declares the timer queue of `delay` (idempotent). Every message in it has the same
+    /// TTL, so they expire in the order they were sent, never stuck behind a longer one;
+    /// expired messages are dead-lettered at least once into `NS.approvals`.
+    pub async fn declare_approval_timer(&self, ch: &Channel, delay: std::time::Duration) -> Result<String, QueueError> {
+        let name = self.approval_timer(delay);
+        let ttl_ms = delay.as_secs().max(1).saturating_mul(1000);
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(i64::try_from(ttl_ms).unwrap_or(i64::MAX)));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(self.approvals.as_str().into()));
+        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        let q = QueueDeclareOptions { durable: true, ..Default::default() };
+        ch.queue_declare(name.as_str().into(), q, args).await?;
+        Ok(name)
     }
 
     /// Declares everything (idempotent; every worker and producer may call it).
@@ -86,6 +117,23 @@ impl Topology {
         args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(self.dead.as_str().into()));
         args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(self.delivery_limit));
         ch.queue_declare(self.jobs.as_str().into(), q, args).await?;
+
+        let mut quorum = FieldTable::default();
+        quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        ch.queue_declare(self.approvals_dead.as_str().into(), q, quorum.clone()).await?;
+        ch.queue_bind(
+            self.approvals_dead.as_str().into(),
+            self.dlx.as_str().into(),
+            self.approvals_dead.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let mut args = quorum;
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dlx.as_str().into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(self.approvals_dead.as_str().into()));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(self.delivery_limit));
+        ch.queue_declare(self.approvals.as_str().into(), q, args).await?;
 
         let mut stream = FieldTable::default();
         stream.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
@@ -202,6 +250,44 @@ impl Publisher {
             .with_message_id(ShortString::from(ev.id.as_str()))
             .with_type(ShortString::from(ev.kind.as_str()));
         self.publish(&topology.events, ev.routing_key(), &body, props).await
+    }
+
+    /// Publishes an approval message to `NS.approvals`, persistent, confirmed, as `user`
+    /// (the broker refuses a `user_id` other than the connection's own).
+    pub async fn publish_approval(
+        &self,
+        topology: &Topology,
+        msg: &crate::approval::ApprovalMessage,
+        user: Option<&str>,
+    ) -> Result<(), QueueError> {
+        let body = serde_json::to_vec(msg).map_err(|e| QueueError::Nacked(e.to_string()))?;
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_correlation_id(ShortString::from(msg.job_id.as_str()))
+            .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()));
+        if let Some(u) = user {
+            props = props.with_user_id(u.into());
+        }
+        self.publish("", &topology.approvals, &body, props).await
+    }
+
+    /// Arms the expiry timer of `job_id`: an `expire` message that reaches `NS.approvals`
+    /// after `delay`.
+    pub async fn arm_expiry(
+        &self,
+        topology: &Topology,
+        job_id: &crate::job::JobId,
+        delay: std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let queue = topology.declare_approval_timer(&self.ch, delay).await?;
+        let body = serde_json::to_vec(&crate::approval::ApprovalMessage::expire(job_id.clone()))
+            .map_err(|e| QueueError::Nacked(e.to_string()))?;
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_correlation_id(ShortString::from(job_id.as_str()));
+        self.publish("", &queue, &body, props).await
     }
 }
 

@@ -214,27 +214,43 @@ pub fn sign(
     Ok(DebSigned { replaced })
 }
 
+/// The `_gpgorigin` member of a DEB, if it has one (member order checked).
+fn origin(input: &mut dyn Read) -> Result<Option<Vec<u8>>, SignError> {
+    let mut sig_bytes = None;
+    let mut archive = Reader::new(input).map_err(ar_err)?;
+    let mut order = Order::new();
+    while let Some(header) = archive.next_member().map_err(ar_err)? {
+        order.next(&header.name)?;
+        if header.name.as_bytes() == ORIGIN {
+            if header.size > MAX_SIG {
+                return Err(invalid("corrupt DEB: _gpgorigin member too large"));
+            }
+            let mut b = Vec::new();
+            archive.read_to_end(&mut b).map_err(ar_err)?;
+            sig_bytes = Some(b);
+        }
+    }
+    order.finish()?;
+    Ok(sig_bytes)
+}
+
+/// The issuers (fingerprints, or key ids) of a DEB's `_gpgorigin` signature, without
+/// checking it: empty if it has none.
+pub fn signature_issuers(input: &mut dyn Read) -> Result<Vec<String>, SignError> {
+    match origin(input)? {
+        None => Ok(Vec::new()),
+        Some(b) => {
+            let sig = check::parse_signature(&b).map_err(|e| SignError::BadSignature(e.to_string()))?;
+            Ok(key::issuers(&sig))
+        }
+    }
+}
+
 /// Checks the `_gpgorigin` signature of a DEB; returns the signer's fingerprint.
 pub fn verify<R: Read + Seek>(input: &mut R, checker: &Checker) -> Result<String, SignError> {
     let start = input.stream_position()?;
     // Pass 1: member order, and the signature (it comes last).
-    let mut sig_bytes = None;
-    {
-        let mut archive = Reader::new(&mut *input).map_err(ar_err)?;
-        let mut order = Order::new();
-        while let Some(header) = archive.next_member().map_err(ar_err)? {
-            order.next(&header.name)?;
-            if header.name.as_bytes() == ORIGIN {
-                if header.size > MAX_SIG {
-                    return Err(invalid("corrupt DEB: _gpgorigin member too large"));
-                }
-                let mut b = Vec::new();
-                archive.read_to_end(&mut b).map_err(ar_err)?;
-                sig_bytes = Some(b);
-            }
-        }
-        order.finish()?;
-    }
+    let sig_bytes = origin(&mut *input)?;
     let sig_bytes = sig_bytes.ok_or_else(|| SignError::BadSignature("DEB has no _gpgorigin signature".into()))?;
     let sig = check::parse_signature(&sig_bytes).map_err(|e| SignError::BadSignature(e.to_string()))?;
     // Pass 2: hash the signed members.

@@ -54,4 +54,8 @@ pub struct Manifest {
     pub signed_at: String,
     pub artifacts: Vec<ArtifactRecord>,
     pub sha256sums: FileDigest,
+    /// The approvers whose approvals of these inputs' digests this signing run was made on
+    /// (keys with `approvals` in the policy); absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub approvals: Vec<String>,
 }

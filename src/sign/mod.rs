@@ -193,6 +193,8 @@ pub struct BatchContext {
     pub job_id: String,
     pub key_name: String,
     pub time: SystemTime,
+    /// The approvers this run signs on the word of (recorded in the manifest).
+    pub approvals: Vec<String>,
 }
 
 /// A writer that counts and hashes what passes through.
@@ -399,6 +401,7 @@ pub fn sign_batch(
         signed_at: humantime::format_rfc3339_seconds(time).to_string(),
         artifacts: records,
         sha256sums: FileDigest { name: SHA256SUMS.into(), sha256: sums_digest.0, size: sums_digest.1 },
+        approvals: ctx.approvals.clone(),
     };
     let mut json = serde_json::to_vec_pretty(&manifest).map_err(|e| SignError::Io(e.into()))?;
     json.push(b'\n');

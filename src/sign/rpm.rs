@@ -306,6 +306,18 @@ pub struct RpmChecked {
 
 /// Checks an RPM's header signature(s) against `checker`, its header digest and, when
 /// `payload` is set, its payload digest and size.
+/// The issuers (fingerprints, or key ids) of the OpenPGP header signatures of an RPM,
+/// without checking them: empty if it is not signed.
+pub fn signature_issuers(input: &mut dyn Read) -> Result<Vec<String>, SignError> {
+    let raw = RawRpm::read(input)?;
+    let mut out = Vec::new();
+    for bytes in raw.signatures()? {
+        let sig = check::parse_signature(&bytes).map_err(|e| SignError::BadSignature(e.to_string()))?;
+        out.extend(crate::key::issuers(&sig));
+    }
+    Ok(out)
+}
+
 pub fn verify(input: &mut dyn Read, checker: &Checker, payload: bool) -> Result<RpmChecked, SignError> {
     let raw = RawRpm::read(input)?;
     raw.check_header_digest()?;

@@ -91,4 +91,10 @@ pub trait ObjectStore: Send + Sync {
         content_type: &str,
         if_absent: bool,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    /// Every key under `prefix` in `bucket`, in lexicographic order.
+    fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, StoreError>> + Send;
 }

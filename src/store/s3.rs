@@ -171,6 +171,24 @@ impl ObjectStore for S3Store {
     ) -> Result<(), StoreError> {
         self.put(bucket, key, ByteStream::from(bytes), content_type, if_absent).await
     }
+
+    /// Every key under `prefix` in `bucket`, in S3's (lexicographic) order.
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self.client.list_objects_v2().bucket(bucket).prefix(prefix);
+            if let Some(t) = token.take() {
+                req = req.continuation_token(t);
+            }
+            let page = counted("list", req.send().await.map_err(|e| classify(e, bucket, prefix)))?;
+            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
 }
 
 impl S3Store {
@@ -187,23 +205,5 @@ impl S3Store {
             req = req.if_none_match("*");
         }
         counted("put", req.send().await.map(|_| ()).map_err(|e| classify(e, bucket, key)))
-    }
-
-    /// Every key under `prefix` in `bucket`, in S3's (lexicographic) order.
-    pub async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut req = self.client.list_objects_v2().bucket(bucket).prefix(prefix);
-            if let Some(t) = token.take() {
-                req = req.continuation_token(t);
-            }
-            let page = counted("list", req.send().await.map_err(|e| classify(e, bucket, prefix)))?;
-            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-                _ => return Ok(out),
-            }
-        }
     }
 }

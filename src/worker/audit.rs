@@ -77,6 +77,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let mut rec =
             AuditRecord::new(&self.cfg.source, Outcome::Signed, job.job_id.as_str(), producer, job.key.as_str());
         rec.key_fingerprint = Some(m.key.fingerprint.clone());
+        rec.approvers = m.approvals.clone();
         rec.artifacts = m
             .artifacts
             .iter()

@@ -21,6 +21,8 @@ use crate::store::ObjectStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Settled {
     Succeeded,
+    /// Waiting for approvals: the request is stored, the message acked.
+    Pending,
     Failed(ErrorCode),
     /// Handed back to the broker without an event.
     Requeued,
@@ -30,6 +32,7 @@ impl Settled {
     fn as_str(self) -> &'static str {
         match self {
             Settled::Succeeded => "succeeded",
+            Settled::Pending => "pending",
             Settled::Failed(_) => "failed",
             Settled::Requeued => "requeued",
         }
@@ -60,6 +63,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             let settled = self.settle(&d, publisher, &job_id, result).await;
             match settled {
                 Settled::Succeeded => observe::job_settled(None, started.elapsed()),
+                Settled::Pending => observe::job_pending(started.elapsed()),
                 Settled::Failed(code) => observe::job_settled(Some(code.as_str()), started.elapsed()),
                 Settled::Requeued => observe::job_requeued(),
             }
@@ -80,6 +84,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
         result: Result<Event, (Option<String>, Failure)>,
     ) -> Settled {
         let (event, settled) = match result {
+            Ok(ev) if ev.is_pending() => (ev, Settled::Pending),
             Ok(ev) => (ev, Settled::Succeeded),
             Err((key, Failure::Permanent(info))) => {
                 warn!(code = info.code.as_str(), error = %info.message, "job failed");
@@ -126,7 +131,10 @@ impl<S: ObjectStore + 'static> Worker<S> {
             }
             return Settled::Requeued;
         }
-        let done = if settled == Settled::Succeeded { d.ack().await } else { d.dead_letter().await };
+        let done = match settled {
+            Settled::Succeeded | Settled::Pending => d.ack().await,
+            _ => d.dead_letter().await,
+        };
         if let Err(e) = done {
             warn!(error = %e, "ack/nack failed after the event was published; a redelivery will re-publish it");
         }

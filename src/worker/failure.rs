@@ -46,6 +46,8 @@ pub enum Stage {
     Output,
     /// The audit log (the operator names it).
     Audit,
+    /// The approvals location (the operator names it).
+    Approvals,
 }
 
 /// Classifies an object store error of `stage`; `artifact` is the object the job named.
@@ -65,6 +67,7 @@ pub fn store(stage: Stage, e: StoreError, artifact: Option<String>) -> Failure {
             permanent(ErrorCode::Unauthorized, format!("the worker may not use the output location: {msg}"), None)
         }
         (_, Stage::Audit) => permanent(ErrorCode::Internal, format!("audit log: {msg}"), None),
+        (_, Stage::Approvals) => permanent(ErrorCode::Internal, format!("approvals location: {msg}"), None),
         (StoreError::TooLarge { .. }, Stage::Output) => permanent(ErrorCode::OutputConflict, msg, None),
         (StoreError::Exists { .. }, _) => permanent(ErrorCode::Internal, msg, None),
     }

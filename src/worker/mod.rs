@@ -9,6 +9,7 @@
 //! - [`idempotency`]: a job already done is answered from its manifest;
 //! - [`keys`]: unsealed keys, cached per key;
 //! - [`audit`]: the records of denials and signing runs;
+//! - [`approval`]: keys that need approvals: pending requests, approval messages, expiry;
 //! - [`failure`]: how every error is classified (permanent, transient, busy).
 //!
 //! Every job ends in exactly one of three ways, decided in `delivery`:
@@ -31,6 +32,7 @@
 //! The worker stops consuming and drains its jobs on SIGTERM/SIGINT (within the shutdown
 //! timeout), once idle for `exit_when_idle`, or once it has taken `max_jobs` deliveries.
 
+mod approval;
 mod audit;
 mod delivery;
 mod failure;
@@ -53,7 +55,8 @@ use tracing::{info, warn};
 use crate::audit::AuditLog;
 use crate::observe::{self, Health};
 use crate::policy::Authorizer;
-use crate::queue::{JobDelivery, Topology};
+use crate::approval::Requests;
+use crate::queue::{JobDelivery, Publisher, Topology};
 use crate::store::{ObjectStore, StoreError};
 use crate::vault::Vault;
 use keys::KeyCache;
@@ -96,6 +99,8 @@ pub struct WorkerConfig {
     pub exit_when_idle: Option<Duration>,
     /// Exit (after draining) once this many deliveries have been taken.
     pub max_jobs: Option<u64>,
+    /// Where pending approval requests are kept (needed when a key needs approvals).
+    pub approvals: Option<Requests>,
 }
 
 impl WorkerConfig {
@@ -124,6 +129,8 @@ pub struct Worker<S> {
     last_activity: Mutex<Instant>,
     /// The current broker connection (for the audit index lock).
     conn: Mutex<Option<Arc<lapin::Connection>>>,
+    /// The current session's publisher (for approval expiry timers).
+    publisher: Mutex<Option<Publisher>>,
 }
 
 /// Why the worker stops.
@@ -147,6 +154,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             health: Health::default(),
             last_activity: Mutex::new(Instant::now()),
             conn: Mutex::new(None),
+            publisher: Mutex::new(None),
         })
     }
 
@@ -218,6 +226,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 tokio::spawn(old.close());
             }
             *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.conn.clone());
+            *self.publisher.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.publisher.clone());
             let opened = Instant::now();
             // Idle time counts only while consuming: a worker that cannot reach the broker
             // has not seen the queue empty.
@@ -266,6 +275,29 @@ impl<S: ObjectStore + 'static> Worker<S> {
                             warn!("consumer cancelled by the broker; reconnecting");
                             break;
                         }
+                    },
+                    next = session.approvals.next() => match next {
+                        Some(Ok(delivery)) => {
+                            taken += 1;
+                            self.touch();
+                            let me = self.clone();
+                            let publisher = session.publisher.clone();
+                            let conn = session.conn.clone();
+                            tracker.spawn(async move { me.handle_approval(JobDelivery::new(delivery), &publisher, &conn).await });
+                            if self.cfg.max_jobs.is_some_and(|m| taken >= m) {
+                                info!(taken, "took --max-jobs deliveries; finishing them, then exiting");
+                                last = Some(session);
+                                break 'sessions Stop::MaxJobs;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            warn!(error = %e, "broker connection lost; reconnecting");
+                            break;
+                        }
+                        None => {
+                            warn!("approvals consumer cancelled by the broker; reconnecting");
+                            break;
+                        }
                     }
                 }
             }
@@ -293,11 +325,13 @@ impl<S: ObjectStore + 'static> Worker<S> {
             // idle exit) go back unstarted, rather than waiting in the client's buffer until
             // the connection closes.
             let mut handed_back = 0;
-            while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), s.consumer.next()).await {
-                if let Err(e) = JobDelivery::new(d).hand_back().await {
-                    warn!(error = %e, "could not hand a delivery back; the broker requeues it when we disconnect");
+            for consumer in [&mut s.consumer, &mut s.approvals] {
+                while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                    if let Err(e) = JobDelivery::new(d).hand_back().await {
+                        warn!(error = %e, "could not hand a delivery back; the broker requeues it when we disconnect");
+                    }
+                    handed_back += 1;
                 }
-                handed_back += 1;
             }
             if handed_back > 0 {
                 info!(handed_back, "handed back deliveries that arrived while stopping");

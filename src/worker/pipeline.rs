@@ -9,6 +9,7 @@ use backon::Retryable;
 use tracing::{info, warn};
 
 use super::failure::{self, Failure, Stage, permanent};
+use super::approval::Approved;
 use super::{Worker, lock, retry_delay};
 use crate::event::{self, ErrorCode, Event};
 use crate::job::Job;
@@ -20,7 +21,7 @@ use crate::store::{ObjectStore, StoreError};
 /// How long a duplicate delivery waits for the job's lock before handing the message back
 /// (a requeue, counted by the broker). Short enough that waiting plus the job's own retry
 /// horizon stays under RabbitMQ's 30 min consumer timeout with the default horizon.
-const BUSY_WAIT: Duration = Duration::from_secs(5 * 60);
+pub(super) const BUSY_WAIT: Duration = Duration::from_secs(5 * 60);
 
 impl<S: ObjectStore + 'static> Worker<S> {
     /// Does the work of one job; returns its succeeded event or why it failed (with the key
@@ -58,10 +59,22 @@ impl<S: ObjectStore + 'static> Worker<S> {
         }
         // Transient trouble is retried here, backing off, for the whole retry horizon: the
         // lock stays held, and the delivery count stays for deliveries that were cut off.
+        let result = self.within_horizon(|| self.sign_job(&job, producer, None)).await;
+        held.release().await;
+        result.map_err(|f| (key_name, f))
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or has failed transiently for the
+    /// whole retry horizon, backing off between tries.
+    pub(super) async fn within_horizon<T, F, Fut>(&self, mut attempt: F) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let mut first_failure: Option<Instant> = None;
         let mut retries = 0u32;
-        let result = loop {
-            match self.sign_job(&job, producer).await {
+        loop {
+            match attempt().await {
                 Err(Failure::Transient(msg))
                     if first_failure.get_or_insert_with(Instant::now).elapsed() < self.cfg.retry_horizon =>
                 {
@@ -72,31 +85,96 @@ impl<S: ObjectStore + 'static> Worker<S> {
                     warn!(error = %msg, retries, retry_in = ?delay, "transient failure; retrying the job");
                     tokio::time::sleep(delay).await;
                 }
-                other => break other,
+                other => return other,
             }
-        };
-        held.release().await;
-        result.map_err(|f| (key_name, f))
+        }
     }
 
-    async fn sign_job(&self, job: &Job, producer: Option<&str>) -> Result<Event, Failure> {
+    /// A work directory for one job, with `in/` and `out/` made.
+    pub(super) fn work_dir(&self) -> Result<tempfile::TempDir, Failure> {
+        let work = tempfile::Builder::new()
+            .prefix("job-")
+            .tempdir_in(&self.cfg.work_dir)
+            .map_err(|e| Failure::Transient(format!("work dir: {e}")))?;
+        for d in ["in", "out"] {
+            std::fs::create_dir_all(work.path().join(d)).map_err(|e| Failure::Transient(format!("work dir: {e}")))?;
+        }
+        Ok(work)
+    }
+
+    /// Signs `job` and commits its outputs. A job whose key needs approvals becomes a
+    /// pending request instead, unless `approved` says it has them.
+    pub(super) async fn sign_job(
+        &self,
+        job: &Job,
+        producer: Option<&str>,
+        approved: Option<&Approved>,
+    ) -> Result<Event, Failure> {
         // Idempotency: a manifest under the prefix means the job (or another) is done.
         if let Some(ev) = self.existing(job).await? {
             info!("outputs already committed; re-publishing the succeeded event");
             return Ok(ev);
         }
-        let key = self.signing_key(job).await?;
+        if approved.is_none()
+            && let Some(rule) = self.authorizer.approval(&job.key)
+        {
+            return self.request_approval(job, producer.unwrap_or_default(), rule).await;
+        }
+        let key = self.signing_key(job, approved.map(|a| a.fingerprint.as_str())).await?;
 
-        let work = tempfile::Builder::new()
-            .prefix("job-")
-            .tempdir_in(&self.cfg.work_dir)
-            .map_err(|e| Failure::Transient(format!("work dir: {e}")))?;
+        let work = self.work_dir()?;
         let inputs = work.path().join("in");
         let staging = work.path().join("out");
-        for d in [&inputs, &staging] {
-            std::fs::create_dir_all(d).map_err(|e| Failure::Transient(format!("work dir: {e}")))?;
-        }
+        let artifacts = self.fetch_artifacts(job, producer, &inputs).await?;
 
+        let ctx = BatchContext {
+            job_id: job.job_id.to_string(),
+            key_name: job.key.to_string(),
+            time: SystemTime::now(),
+            approvals: approved.map(|a| a.approvers.clone()).unwrap_or_default(),
+        };
+        let formats: Vec<&'static str> = artifacts.iter().map(|a| a.format.as_str()).collect();
+        let mut signer = (*key).clone();
+        let staging_dir = staging.clone();
+        let batch = tokio::task::spawn_blocking(move || sign::sign_batch(&mut signer, &artifacts, &ctx, &staging_dir))
+            .await
+            .map_err(|e| permanent(ErrorCode::Internal, format!("signing task failed: {e}"), None))?
+            .map_err(Failure::from)?;
+        formats.into_iter().for_each(observe::signature);
+
+        // The signatures exist now: record them before any of them can be published.
+        self.append_audit(self.signed_record(job, producer, &batch)).await?;
+
+        // Outputs, then SHA256SUMS(.asc), then manifest.json.asc, then manifest.json last,
+        // written only if absent: the commit point.
+        for name in batch.files_in_commit_order() {
+            let path = staging.join(&name);
+            let dest = job.output.key(&name);
+            let last = name == MANIFEST;
+            let put = || async {
+                self.store.put_file(job.output.bucket.as_str(), &dest, &path, content_type(&name), last).await
+            };
+            match self.store_call("output", "upload failed", put).await {
+                Ok(()) => {}
+                Err(StoreError::Exists { .. }) if last => {
+                    // Another delivery of the same job committed first.
+                    return self.existing(job).await?.ok_or_else(|| Failure::Transient("manifest vanished".into()));
+                }
+                Err(e) => return Err(failure::store(Stage::Output, e, None)),
+            }
+        }
+        Ok(event::from_manifest(&self.cfg.source, &batch.manifest, &job.output))
+    }
+
+    /// Fetches every artifact of `job` into `inputs` (hashing it as it streams), checks it
+    /// against the digest the job gives, and checks the policy on the format it will be
+    /// signed in.
+    pub(super) async fn fetch_artifacts(
+        &self,
+        job: &Job,
+        producer: Option<&str>,
+        inputs: &std::path::Path,
+    ) -> Result<Vec<Artifact>, Failure> {
         let mut artifacts = Vec::with_capacity(job.artifacts.len());
         for (i, a) in job.artifacts.iter().enumerate() {
             let path = inputs.join(i.to_string());
@@ -135,58 +213,17 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 digest: Some((got.sha256, got.size)),
             });
         }
-
-        let ctx =
-            BatchContext { job_id: job.job_id.to_string(), key_name: job.key.to_string(), time: SystemTime::now() };
-        let formats: Vec<&'static str> = artifacts.iter().map(|a| a.format.as_str()).collect();
-        let mut signer = (*key).clone();
-        let staging_dir = staging.clone();
-        let batch = tokio::task::spawn_blocking(move || sign::sign_batch(&mut signer, &artifacts, &ctx, &staging_dir))
-            .await
-            .map_err(|e| permanent(ErrorCode::Internal, format!("signing task failed: {e}"), None))?
-            .map_err(Failure::from)?;
-        formats.into_iter().for_each(observe::signature);
-
-        // The signatures exist now: record them before any of them can be published.
-        self.append_audit(self.signed_record(job, producer, &batch)).await?;
-
-        // Outputs, then SHA256SUMS(.asc), then manifest.json.asc, then manifest.json last,
-        // written only if absent: the commit point.
-        for name in batch.files_in_commit_order() {
-            let path = staging.join(&name);
-            let dest = job.output.key(&name);
-            let last = name == MANIFEST;
-            let put = || async {
-                self.store.put_file(job.output.bucket.as_str(), &dest, &path, content_type(&name), last).await
-            };
-            match self.store_call("output", "upload failed", put).await {
-                Ok(()) => {}
-                Err(StoreError::Exists { .. }) if last => {
-                    // Another delivery of the same job committed first.
-                    return self.existing(job).await?.ok_or_else(|| Failure::Transient("manifest vanished".into()));
-                }
-                Err(e) => return Err(failure::store(Stage::Output, e, None)),
-            }
-        }
-        Ok(event::from_manifest(&self.cfg.source, &batch.manifest, &job.output))
+        Ok(artifacts)
     }
 
-    /// The active key of the job's key name, unsealed (or reused if unsealed within the
-    /// cache lifetime). The active fingerprint is looked up on every job, so a rotation
-    /// takes effect with the next job.
-    async fn signing_key(&self, job: &Job) -> Result<std::sync::Arc<SigningKey>, Failure> {
-        let active = || async {
-            let (vault, name) = (self.vault.clone(), job.key.clone());
-            tokio::task::spawn_blocking(move || vault.active(&name)).await.map_err(vault_task)?
+    /// The active key of the job's key name (or its key `fpr`, the one a request was
+    /// approved for), unsealed (or reused if unsealed within the cache lifetime). The active
+    /// fingerprint is looked up on every job, so a rotation takes effect with the next job.
+    async fn signing_key(&self, job: &Job, fpr: Option<&str>) -> Result<std::sync::Arc<SigningKey>, Failure> {
+        let fpr = match fpr {
+            Some(f) => f.to_owned(),
+            None => self.active_fingerprint(job).await?,
         };
-        let fpr = active
-            .retry(self.cfg.retry)
-            .when(failure::vault_retryable)
-            .notify(|e, dur| {
-                observe::retry("vault");
-                warn!(error = %e, retry_in = ?dur, "vault lookup failed")
-            })
-            .await?;
         let unseal = async || {
             let unseal_once = || async {
                 let (vault, name, fpr) = (self.vault.clone(), job.key.clone(), fpr.clone());
@@ -202,6 +239,22 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 .await
         };
         Ok(self.keys.get(job.key.as_str(), &fpr, self.cfg.key_cache_ttl, unseal).await?)
+    }
+
+    /// The fingerprint of the active key of the job's key name.
+    pub(super) async fn active_fingerprint(&self, job: &Job) -> Result<String, Failure> {
+        let active = || async {
+            let (vault, name) = (self.vault.clone(), job.key.clone());
+            tokio::task::spawn_blocking(move || vault.active(&name)).await.map_err(vault_task)?
+        };
+        Ok(active
+            .retry(self.cfg.retry)
+            .when(failure::vault_retryable)
+            .notify(|e, dur| {
+                observe::retry("vault");
+                warn!(error = %e, retry_in = ?dur, "vault lookup failed")
+            })
+            .await?)
     }
 }
 

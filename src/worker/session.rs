@@ -14,6 +14,10 @@ pub(super) struct Session {
     pub(super) publisher: Publisher,
     pub(super) consumer: lapin::Consumer,
     tag: String,
+    /// Approval messages (`NS.approvals`), on a channel of their own.
+    approvals_ch: lapin::Channel,
+    pub(super) approvals: lapin::Consumer,
+    approvals_tag: String,
 }
 
 impl Session {
@@ -36,12 +40,24 @@ impl Session {
                 FieldTable::default(),
             )
             .await?;
-        Ok(Session { conn, ch, publisher, consumer, tag })
+        let approvals_ch = conn.create_channel().await?;
+        approvals_ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let approvals_tag = format!("{tag}-approvals");
+        let approvals = approvals_ch
+            .basic_consume(
+                cfg.topology.approvals.as_str().into(),
+                approvals_tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Session { conn, ch, publisher, consumer, tag, approvals_ch, approvals, approvals_tag })
     }
 
     /// Stops the broker from sending more deliveries; those in hand can still be settled.
     pub(super) async fn stop_consuming(&self) {
         let _ = self.ch.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
+        let _ = self.approvals_ch.basic_cancel(self.approvals_tag.as_str().into(), BasicCancelOptions::default()).await;
     }
 
     pub(super) async fn close(self) {
