@@ -230,7 +230,13 @@ impl ApprovalMessage {
 
     /// A rejection of job `job_id`.
     pub fn reject(job_id: JobId, reason: String) -> Self {
-        ApprovalMessage { decision: Decision::Reject, job_id, key_fingerprint: None, artifacts: None, reason: Some(reason) }
+        ApprovalMessage {
+            decision: Decision::Reject,
+            job_id,
+            key_fingerprint: None,
+            artifacts: None,
+            reason: Some(reason),
+        }
     }
 
     /// The expiry timer of job `job_id`.
@@ -250,7 +256,9 @@ impl ApprovalMessage {
                 Err("an approval names key_fingerprint and artifacts (and no reason)".into())
             }
             Decision::Reject if fpr || arts || !reason => Err("a rejection gives a reason (and nothing else)".into()),
-            Decision::Reject if m.reason.as_deref().is_some_and(|r| r.trim().is_empty() || r.chars().count() > MAX_REASON_CHARS) => {
+            Decision::Reject
+                if m.reason.as_deref().is_some_and(|r| r.trim().is_empty() || r.chars().count() > MAX_REASON_CHARS) =>
+            {
                 Err(format!("the reason must be 1 to {MAX_REASON_CHARS} characters"))
             }
             Decision::Expire if fpr || arts || reason => Err("an expiry timer names only the job".into()),
@@ -382,7 +390,12 @@ impl Requests {
     }
 
     /// Writes `value` at `key` unless something is there; `false` if it was.
-    async fn put_once<S: ObjectStore, T: Serialize>(&self, store: &S, key: &str, value: &T) -> Result<bool, StoreError> {
+    async fn put_once<S: ObjectStore, T: Serialize>(
+        &self,
+        store: &S,
+        key: &str,
+        value: &T,
+    ) -> Result<bool, StoreError> {
         let mut body = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Local {
             bucket: self.bucket.clone(),
             key: key.to_owned(),
@@ -468,8 +481,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// 9B92 0A5E`), for a person to compare over another channel.
 pub fn grouped_fingerprint(fpr: &str) -> String {
     let fpr = fpr.to_ascii_uppercase();
-    let groups: Vec<&str> =
-        fpr.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+    let groups: Vec<&str> = fpr.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
     let half = groups.len() / 2;
     if groups.len() == 10 {
         format!("{}  {}", groups[..half].join(" "), groups[half..].join(" "))
@@ -488,9 +500,18 @@ mod tests {
                 "output":{"bucket":"signed","prefix":"r/"}}"#,
         )
         .unwrap();
-        let rule = ApprovalRule { approvers: vec!["alice".into(), "bob".into()], approvals: 2, ttl: Duration::from_secs(60) };
+        let rule =
+            ApprovalRule { approvers: vec!["alice".into(), "bob".into()], approvals: 2, ttl: Duration::from_secs(60) };
         let sha: Sha256Hex = "ab".repeat(32).parse().unwrap();
-        PendingRequest::new(&job, "ci", "F2EE2A0E76A6D4698AE5301A7420C1429B920A5E".into(), vec![(sha, 3)], &rule, "w", SystemTime::UNIX_EPOCH)
+        PendingRequest::new(
+            &job,
+            "ci",
+            "F2EE2A0E76A6D4698AE5301A7420C1429B920A5E".into(),
+            vec![(sha, 3)],
+            &rule,
+            "w",
+            SystemTime::UNIX_EPOCH,
+        )
     }
 
     #[test]
@@ -524,7 +545,8 @@ mod tests {
             artifacts: digests,
             worker: "w".into(),
         };
-        let other = vec![ApprovedArtifact { source: "s3://incoming/a.rpm".into(), sha256: "cd".repeat(32).parse().unwrap() }];
+        let other =
+            vec![ApprovedArtifact { source: "s3://incoming/a.rpm".into(), sha256: "cd".repeat(32).parse().unwrap() }];
         let state = RequestState {
             request: req.clone(),
             approvals: vec![

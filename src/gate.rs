@@ -180,9 +180,10 @@ impl Gate {
             return v;
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        let list = match fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| {
-            checksums::parse(&t).map_err(|e| e.to_string())
-        }) {
+        let list = match fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| checksums::parse(&t).map_err(|e| e.to_string()))
+        {
             Ok(l) => l,
             Err(e) => return Verdict::Bad(format!("not a SHA256SUMS file: {e}")),
         };

@@ -373,8 +373,9 @@ mod tests {
                  formats = [\"rpm\"]\n{extra}"
             )
         };
-        let p = Policy::parse(&rule("approvers = [\"alice\", \"bob\", \"carol\"]\napprovals = 2\napproval_ttl = \"72h\""))
-            .unwrap();
+        let p =
+            Policy::parse(&rule("approvers = [\"alice\", \"bob\", \"carol\"]\napprovals = 2\napproval_ttl = \"72h\""))
+                .unwrap();
         let a = p.approval(&"release".parse().unwrap()).expect("approval rule");
         assert_eq!((a.approvals, a.ttl.as_secs()), (2, 72 * 3600));
         assert!(p.needs_approvals());

@@ -112,8 +112,10 @@ pub fn dnf(
     fs::write(&key_path, armored)?;
     let gpgkey = gpgkey_url.map(str::to_owned).unwrap_or_else(|| format!("file:///etc/pki/rpm-gpg/{key_file}"));
     anyhow::ensure!(!gpgkey.contains(['\n', '\r']), "--gpgkey-url must be one line");
-    let fprs: String =
-        certs.iter().map(|c| format!("# signet key {name}: {}\n", grouped_fingerprint(&c.fingerprint().to_hex()))).collect();
+    let fprs: String = certs
+        .iter()
+        .map(|c| format!("# signet key {name}: {}\n", grouped_fingerprint(&c.fingerprint().to_hex())))
+        .collect();
     let repo = format!(
         "# Written by `signet keys export {name} --format dnf`: packages and repository\n\
          # metadata must be signed by one of these keys.\n{fprs}[{name}]\nname={name}\nbaseurl={baseurl}\n\
@@ -130,8 +132,8 @@ mod tests {
 
     #[test]
     fn the_debsig_kit_names_every_signing_key_id() {
-        let cert = crate::key::generate(crate::key::Algo::Ed25519, "t <t@example.org>", std::time::SystemTime::now())
-            .unwrap();
+        let cert =
+            crate::key::generate(crate::key::Algo::Ed25519, "t <t@example.org>", std::time::SystemTime::now()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let files = debsig("release", std::slice::from_ref(&cert), dir.path()).unwrap();
         let ids = signing_key_ids(&cert);

@@ -120,7 +120,11 @@ pub(super) fn approve(args: ApproveArgs) -> anyhow::Result<ExitCode> {
         let state = open_request(&args.approvals, args.job_id.as_str()).await?;
         eprint!("{}", describe(&state));
         let r = &state.request;
-        anyhow::ensure!(me != r.producer, "you ({me}) submitted job {}: a producer may not approve its own job", r.job_id);
+        anyhow::ensure!(
+            me != r.producer,
+            "you ({me}) submitted job {}: a producer may not approve its own job",
+            r.job_id
+        );
         anyhow::ensure!(
             !state.approvals.iter().any(|a| a.approver == me),
             "you ({me}) have already approved job {}",
@@ -173,8 +177,14 @@ async fn decide(namespace: &str, me: &str, msg: &ApprovalMessage, timeout: u64) 
         )
         .await?;
     for rk in ["job.*", event::RK_APPROVAL_REFUSED] {
-        ch.queue_bind(q.name().clone(), topology.events.as_str().into(), rk.into(), QueueBindOptions::default(), FieldTable::default())
-            .await?;
+        ch.queue_bind(
+            q.name().clone(),
+            topology.events.as_str().into(),
+            rk.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     }
     let mut consumer = ch
         .basic_consume(q.name().clone(), "signet-approve".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -200,7 +210,11 @@ async fn decide(namespace: &str, me: &str, msg: &ApprovalMessage, timeout: u64) 
                 }
                 event::PENDING if ev.data.approvals.iter().any(|a| a == me) => {
                     let needed = ev.data.request.as_ref().map_or(0, |r| r.approvals_required);
-                    eprintln!("approval counted: {} of {needed} ({})", ev.data.approvals.len(), ev.data.approvals.join(", "));
+                    eprintln!(
+                        "approval counted: {} of {needed} ({})",
+                        ev.data.approvals.len(),
+                        ev.data.approvals.join(", ")
+                    );
                     0
                 }
                 event::SUCCEEDED => {

@@ -68,7 +68,8 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                     let files = if format == ExportFormat::Debsig {
                         trust::debsig(name.as_str(), &certs, dir)?
                     } else {
-                        let baseurl = baseurl.as_deref().context("give --baseurl URL (the repository) for a .repo snippet")?;
+                        let baseurl =
+                            baseurl.as_deref().context("give --baseurl URL (the repository) for a .repo snippet")?;
                         trust::dnf(name.as_str(), &certs, &armored, dir, baseurl, gpgkey_url.as_deref())?
                     };
                     for f in files {

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::check::Checker;
-use crate::gate::Gate;
 use crate::cli::VerifyArgs;
+use crate::gate::Gate;
 use crate::key;
 use crate::sign::{self, Format, SHA256SUMS, checksums};
 
@@ -58,7 +58,9 @@ fn gate(certs: Vec<sequoia_openpgp::Cert>, args: &VerifyArgs) -> anyhow::Result<
         }
         let bad = report.findings.iter().filter(|f| !f.verdict.passed()).count();
         if report.findings.is_empty() {
-            println!("EMPTY       {base}: no RPM, DEB, InRelease, Release, repomd.xml, SHA256SUMS or signed file to check");
+            println!(
+                "EMPTY       {base}: no RPM, DEB, InRelease, Release, repomd.xml, SHA256SUMS or signed file to check"
+            );
             refused += 1;
         }
         refused += bad;

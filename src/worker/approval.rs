@@ -16,8 +16,8 @@
 //! that the next delivery continues from, and the job lock keeps two workers from signing
 //! the same request.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt;
@@ -158,8 +158,11 @@ impl<S: ObjectStore + 'static> Worker<S> {
             }
             // A redelivery, or the same job submitted again. The first delivery may have
             // died before it armed the timer: arm one more (a spare one does nothing).
-            self.arm_expiry(&req.job_id, rearm_delay(req.remaining(SystemTime::now()), &self.authorizer.approval_ttls()))
-                .await?;
+            self.arm_expiry(
+                &req.job_id,
+                rearm_delay(req.remaining(SystemTime::now()), &self.authorizer.approval_ttls()),
+            )
+            .await?;
             info!("already waiting for approvals; re-publishing the pending event");
             return Ok(Event::pending(&self.cfg.source, req.clone(), state.counted(rule)));
         }
@@ -235,7 +238,12 @@ impl<S: ObjectStore + 'static> Worker<S> {
 
     /// Handles one approval message to the end: publish its events, then ack it, or
     /// dead-letter it if it was refused.
-    pub(super) async fn handle_approval(self: Arc<Self>, d: JobDelivery, publisher: &Publisher, conn: &lapin::Connection) {
+    pub(super) async fn handle_approval(
+        self: Arc<Self>,
+        d: JobDelivery,
+        publisher: &Publisher,
+        conn: &lapin::Connection,
+    ) {
         let started = Instant::now();
         let _gauge = observe::InFlightGauge::enter();
         let user = d.producer();
@@ -243,7 +251,8 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let span = info_span!("approval", job.id = %job_id, approver = user.as_deref().unwrap_or(""));
         async move {
             let redelivered = d.redelivered();
-            let work = std::panic::AssertUnwindSafe(self.process_approval(d.body(), user.as_deref(), redelivered, conn));
+            let work =
+                std::panic::AssertUnwindSafe(self.process_approval(d.body(), user.as_deref(), redelivered, conn));
             let result = work.catch_unwind().await.unwrap_or_else(|_| {
                 error!("panic while handling an approval message");
                 Err(permanent(ErrorCode::Internal, "the worker hit an internal error (a bug)", None))
@@ -275,7 +284,11 @@ impl<S: ObjectStore + 'static> Worker<S> {
             if let Err(e) = settled {
                 warn!(error = %e, "ack/nack failed after the answer was published; a redelivery answers again");
             }
-            info!(refused = answer.refused, duration_ms = started.elapsed().as_millis() as u64, "approval message handled");
+            info!(
+                refused = answer.refused,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "approval message handled"
+            );
             self.touch();
         }
         .instrument(span)
@@ -318,8 +331,9 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 return Ok(Answer { events: vec![ev], refused: true });
             }
         };
-        let held = lock::hold(&self.in_flight, conn, &self.cfg.topology, msg.job_id.as_str(), super::pipeline::BUSY_WAIT)
-            .await?;
+        let held =
+            lock::hold(&self.in_flight, conn, &self.cfg.topology, msg.job_id.as_str(), super::pipeline::BUSY_WAIT)
+                .await?;
         // A retry within this delivery finds its own approval stored: it is a redelivery.
         let again = AtomicBool::new(redelivered);
         let r = self.within_horizon(|| self.decide(&msg, user, again.swap(true, Ordering::Relaxed))).await;
@@ -357,13 +371,21 @@ impl<S: ObjectStore + 'static> Worker<S> {
 
     /// Who may decide on `state`: the message's user, if it is an approver and not the
     /// producer.
-    fn approver<'u>(&self, state: &RequestState, rule: &ApprovalRule, user: Option<&'u str>) -> Result<&'u str, String> {
+    fn approver<'u>(
+        &self,
+        state: &RequestState,
+        rule: &ApprovalRule,
+        user: Option<&'u str>,
+    ) -> Result<&'u str, String> {
         let req = &state.request;
         let user = user
             .filter(|u| !u.is_empty())
             .ok_or_else(|| "the approval message has no user_id: the approver cannot be identified".to_owned())?;
         if user == req.producer {
-            return Err(format!("{user} submitted job {}; a producer may not approve or reject its own job", req.job_id));
+            return Err(format!(
+                "{user} submitted job {}; a producer may not approve or reject its own job",
+                req.job_id
+            ));
         }
         if !rule.approvers.iter().any(|a| a == user) {
             return Err(format!("{user} is not an approver of key {:?}", req.key.as_str()));
@@ -469,7 +491,8 @@ impl<S: ObjectStore + 'static> Worker<S> {
         }
         let already = state.approvals.iter().any(|a| a.approver == user);
         if already && !redelivered {
-            let why = format!("{user} has already approved job {}; approvals must come from distinct approvers", req.job_id);
+            let why =
+                format!("{user} has already approved job {}; approvals must come from distinct approvers", req.job_id);
             return self.refuse(Some(&state), msg, Some(user), ErrorCode::InvalidApproval, why).await;
         }
         if !already {

@@ -1,7 +1,6 @@
 //! A job already done: a manifest under its output prefix answers a redelivery (or a
 //! duplicate submission) without signing again, if it is this job with the same inputs.
 
-
 use super::Worker;
 use super::failure::{self, Failure, Stage, permanent};
 use crate::event::{self, ErrorCode, Event};

@@ -52,10 +52,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::approval::Requests;
 use crate::audit::AuditLog;
 use crate::observe::{self, Health};
 use crate::policy::Authorizer;
-use crate::approval::Requests;
 use crate::queue::{JobDelivery, Publisher, Topology};
 use crate::store::{ObjectStore, StoreError};
 use crate::vault::Vault;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use backon::Retryable;
 use tracing::{info, warn};
 
-use super::failure::{self, Failure, Stage, permanent};
 use super::approval::Approved;
+use super::failure::{self, Failure, Stage, permanent};
 use super::{Worker, lock, retry_delay};
 use crate::event::{self, ErrorCode, Event};
 use crate::job::Job;

@@ -89,6 +89,11 @@ impl Stack {
         stack
     }
 
+    /// This test's approvals location (beside its audit log, never inside it).
+    pub fn approvals(&self) -> String {
+        format!("{}-approvals/", self.audit.trim_end_matches('/'))
+    }
+
     /// The user name in the broker URL (guest).
     pub fn amqp_user(&self) -> String {
         signet::queue::amqp_user(&self.amqp_url).expect("user in SIGNET_AMQP_URL")
@@ -275,6 +280,24 @@ impl Stack {
     /// Publishes a raw message connecting with `url`, with `user_id` as given; Err if the
     /// broker refuses it (e.g. a `user_id` that is not the connection's user).
     pub fn publish_as(&self, url: &str, body: &[u8], message_id: &str, user_id: Option<&str>) -> Result<(), String> {
+        self.publish_to(url, &format!("{}.jobs", self.ns), body, message_id, user_id)
+    }
+
+    /// Publishes a raw approval message to `NS.approvals` as `publish_as` does.
+    pub fn publish_approval_as(&self, url: &str, body: &[u8], user_id: Option<&str>) -> Result<(), String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.publish_to(url, &format!("{}.approvals", self.ns), body, &id, user_id)
+    }
+
+    /// Publishes a raw message to `queue` connecting with `url`.
+    pub fn publish_to(
+        &self,
+        url: &str,
+        queue: &str,
+        body: &[u8],
+        message_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), String> {
         let conn = self
             .rt
             .block_on(Connection::connect(url, ConnectionProperties::default()))
@@ -288,13 +311,7 @@ impl Stack {
                 props = props.with_user_id(u.into());
             }
             let confirm = ch
-                .basic_publish(
-                    "".into(),
-                    format!("{}.jobs", self.ns).as_str().into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    props,
-                )
+                .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, props)
                 .await
                 .map_err(|e| e.to_string())?
                 .await

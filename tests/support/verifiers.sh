@@ -11,6 +11,8 @@
 #   verify_sqv        CERT SIGFILE DATAFILE     (sqv 1.1 has no clearsigned mode)
 #   verify_apt_repo   CERT REPODIR              (flat repo: "deb file:REPODIR ./")
 #   verify_sha256sums DIR                       (DIR/SHA256SUMS)
+#   verify_dnf_repo   REPOSDIR PACKAGE          (dnf with only REPOSDIR/*.repo installs
+#                                                PACKAGE into a throwaway installroot)
 #
 # CERT is an OpenPGP public key file (ASCII-armored; binary also accepted).
 # Each function returns 0 only on positive proof of a good signature, else
@@ -262,13 +264,42 @@ verify_sha256sums() (
     }
 )
 
+# -------------------------------------------------------- dnf repo ----
+
+# dnf reads only the .repo files in REPOSDIR (as `keys export --format dnf` writes
+# them, with their own gpgcheck/repo_gpgcheck and gpgkey), imports the keys they
+# name into a throwaway installroot, checks repomd.xml.asc (repo_gpgcheck) and the
+# package's header signature (gpgcheck), and installs PACKAGE there. Nothing of
+# the host (its rpmdb, /etc/yum.repos.d, /etc/dnf) is read or changed.
+verify_dnf_repo() (
+    set +e -u -o pipefail
+    _V_FN=verify_dnf_repo
+    _v_usage 2 2 $# "verify_dnf_repo REPOSDIR PACKAGE"
+    local reposdir=$1 pkg=$2 out rc
+    [[ -d $reposdir ]] || _v_fail "not a directory: $reposdir"
+    compgen -G "$reposdir/*.repo" >/dev/null || _v_fail "no .repo file in $reposdir"
+    _v_tmp
+    local t=$_V_TMP
+    mkdir -p "$t/root" || _v_fail "mkdir failed"
+    printf '[main]\nreposdir=%s\ncachedir=%s\npersistdir=%s\nlogdir=%s\ninstall_weak_deps=0\n' \
+        "$reposdir" "$t/root/cache" "$t/root/persist" "$t/root/log" >"$t/dnf.conf" || _v_fail "cannot write dnf.conf"
+    out=$(dnf -c "$t/dnf.conf" --installroot="$t/root" --setopt=reposdir="$reposdir" \
+        --releasever=1 --assumeyes install "$pkg" 2>&1)
+    rc=$?
+    if ((rc != 0)); then
+        printf '%s\n' "$out" >&2
+        _v_fail "dnf install $pkg exited $rc"
+    fi
+    rpm --root "$t/root" -q "$pkg" >/dev/null 2>&1 || _v_fail "dnf said yes but $pkg is not installed"
+)
+
 # ------------------------------------------------------- dispatcher ----
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     # Only when executed: a sourced library must not change caller options.
     set -euo pipefail
     case ${1:-} in
-    verify_rpm | verify_deb | verify_gpg | verify_sqv | verify_apt_repo | verify_sha256sums)
+    verify_rpm | verify_deb | verify_gpg | verify_sqv | verify_apt_repo | verify_sha256sums | verify_dnf_repo)
         rc=0
         "$@" || rc=$?
         exit "$rc"
