@@ -126,6 +126,23 @@ fn audit(s: &Stack, job_id: &str) -> Vec<AuditRecord> {
         .collect()
 }
 
+/// Checks every event of the test, and `documents` (`(schema, file)`), against the
+/// contract's JSON Schemas.
+fn validate(s: &Stack, documents: &[(&str, &std::path::Path)]) {
+    let python =
+        format!("{}/venv/bin/python", std::env::var("SIGNET_STACK_DIR").unwrap_or("/var/tmp/signet-stack".into()));
+    let events = s.env.path("events.jsonl");
+    std::fs::write(&events, ok(s.signet().arg("events"))).unwrap();
+    let mut all = vec![("event", events.as_path())];
+    all.extend_from_slice(documents);
+    for (schema, file) in all {
+        ok(Command::new(&python)
+            .arg(repo().join("schemas/validate.py"))
+            .arg(repo().join(format!("schemas/{schema}.schema.json")))
+            .arg(file));
+    }
+}
+
 fn code(ev: &Event) -> &str {
     ev.data.error.as_ref().map(|e| e.code.as_str()).unwrap_or("(none)")
 }
@@ -278,6 +295,15 @@ fn two_approvers_release_exactly_the_bytes_they_were_shown() {
     assert_eq!(outcomes.last(), Some(&Outcome::Signed));
     assert!(pending(&s).is_empty(), "a signed job is still listed as pending");
     ok(s.signet().args(["audit", "verify", "--audit", &s.audit]));
+
+    // What went over the wire and into S3 is what the schemas describe.
+    let (bucket, prefix) =
+        s.approvals().trim_start_matches("s3://").split_once('/').map(|(b, p)| (b.to_owned(), p.to_owned())).unwrap();
+    let request = s.download(&bucket, &format!("{prefix}requests/rel-1/request.json"));
+    let message = s.env.path("approval.json");
+    std::fs::write(&message, &good).unwrap();
+    let manifest = s.download(&s.output, "rel/1.0/manifest.json");
+    validate(&s, &[("pending-request", &request), ("approval", &message), ("manifest", &manifest)]);
 }
 
 #[test]
@@ -360,4 +386,5 @@ fn rejection_expiry_a_replaced_input_and_a_killed_worker_end_as_they_should() {
     assert!(pending(&s).is_empty(), "{:#?}", pending(&s));
     let verify = ok(s.signet().args(["audit", "verify", "--audit", &s.audit]));
     assert!(verify.contains("intact"), "{verify}");
+    validate(&s, &[]);
 }
