@@ -11,6 +11,8 @@ packages=(
   rpm gnupg sqv debsigs debsig-verify apt-utils
   # dnf checks a repository with the exported .repo snippet (repo_gpgcheck=1)
   dnf
+  # SoftHSM2: the PKCS#11 token the HSM tests sign through
+  softhsm2
   # fixture builders and helpers
   dpkg-dev createrepo-c cpio xz-utils zstd gzip binutils python3-venv curl procps
   # promtool (checks the worker's /metrics); the package's own server is not started

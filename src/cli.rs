@@ -248,11 +248,15 @@ pub struct EventsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Generate a key and seal it in the vault.
+    /// Generate a key: sealed in the vault, or made in a PKCS#11 token (never leaving it).
     Generate {
         name: KeyName,
         #[arg(long, value_enum, default_value_t = Algo::Ed25519)]
         algo: Algo,
+        /// Where the secret key lives: `vault` (sealed here) or `pkcs11` (made in the token
+        /// SIGNET_PKCS11_MODULE / SIGNET_PKCS11_TOKEN / SIGNET_PKCS11_PIN_FILE name).
+        #[arg(long = "in", value_enum, default_value_t = KeyHome::Vault)]
+        home: KeyHome,
         /// User ID, e.g. "Example Release Signing <release@example.org>".
         #[arg(long)]
         uid: Option<String>,
@@ -299,16 +303,31 @@ pub enum KeysCommand {
         #[command(flatten)]
         vault: VaultArgs,
     },
-    /// Import an armored or binary secret key (e.g. from `gpg --export-secret-keys`).
+    /// Import an armored or binary secret key (e.g. from `gpg --export-secret-keys`), or
+    /// adopt a key pair already in the PKCS#11 token (`--pkcs11 LABEL`).
     /// A passphrase-protected key is unlocked with SIGNET_IMPORT_PASSPHRASE_FILE.
     Import {
         name: KeyName,
-        file: PathBuf,
+        #[arg(required_unless_present = "pkcs11", conflicts_with = "pkcs11")]
+        file: Option<PathBuf>,
+        /// The CKA_LABEL of a key pair in the token (RSA >= 3072 or Ed25519).
+        #[arg(long)]
+        pkcs11: Option<String>,
+        /// User ID of the certificate made for a token key.
+        #[arg(long)]
+        uid: Option<String>,
         #[arg(long, env = "SIGNET_IMPORT_PASSPHRASE_FILE")]
         import_passphrase_file: Option<PathBuf>,
         #[command(flatten)]
         vault: VaultArgs,
     },
+}
+
+/// Where a new key's secret lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyHome {
+    Vault,
+    Pkcs11,
 }
 
 /// What `keys export` writes.

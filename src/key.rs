@@ -5,13 +5,14 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use sequoia_openpgp as openpgp;
 
 use openpgp::cert::prelude::*;
-use openpgp::crypto::KeyPair;
-use openpgp::packet::key::{Key4, PrimaryRole, SecretParts};
+use openpgp::crypto::{KeyPair, mpi};
+use openpgp::packet::key::{Key4, PrimaryRole, PublicParts, SecretParts, UnspecifiedRole};
 use openpgp::packet::prelude::*;
 use openpgp::packet::signature::SignatureBuilder;
 use openpgp::parse::Parse;
@@ -79,7 +80,35 @@ pub fn generate(algo: Algo, uid: &str, now: SystemTime) -> Result<Cert, KeyError
     let mut key: Key<SecretParts, PrimaryRole> = key.into();
     key.set_creation_time(now).map_err(pgp_err)?;
     let mut signer = key.clone().into_keypair().map_err(pgp_err)?;
+    let (public, _) = key.clone().take_secret();
+    let binding = self_signature(&public, &mut signer, uid, now)?;
+    Cert::from_packets(vec![Packet::from(key), Packet::from(UserID::from(uid)), Packet::from(binding)].into_iter())
+        .map_err(pgp_err)
+}
 
+/// A certificate for a public key whose secret lives elsewhere (a token, a KMS), with its
+/// self-signature made by `signer` there. `created` must be the key's stored creation time:
+/// it is part of the fingerprint.
+pub fn certify(
+    public: Key<PublicParts, PrimaryRole>,
+    uid: &str,
+    signer: Arc<dyn RemoteSigner>,
+    created: SystemTime,
+) -> Result<Cert, KeyError> {
+    let mut remote = Remote { public: public.clone().role_into_unspecified(), signer };
+    let binding = self_signature(&public, &mut remote, uid, created)?;
+    Cert::from_packets(vec![Packet::from(public), Packet::from(UserID::from(uid)), Packet::from(binding)].into_iter())
+        .map_err(pgp_err)
+}
+
+/// The positive certification of `uid` by `key`, with the flags and preferences of every
+/// signet key (see [`generate`]).
+fn self_signature(
+    key: &Key<PublicParts, PrimaryRole>,
+    signer: &mut dyn openpgp::crypto::Signer,
+    uid: &str,
+    now: SystemTime,
+) -> Result<Signature, KeyError> {
     let uid = UserID::from(uid);
     let binding = SignatureBuilder::new(SignatureType::PositiveCertification)
         .set_signature_creation_time(now)
@@ -91,10 +120,47 @@ pub fn generate(algo: Algo, uid: &str, now: SystemTime) -> Result<Cert, KeyError
         .and_then(|b| b.set_features(Features::empty().set_seipdv1()))
         .map_err(pgp_err)?
         .set_hash_algo(HASH)
-        .sign_userid_binding(&mut signer, Some(key.parts_as_public()), &uid)
+        .sign_userid_binding(signer, Some(key), &uid)
         .map_err(pgp_err)?;
+    Ok(binding)
+}
 
-    Cert::from_packets(vec![Packet::from(key), Packet::from(uid), Packet::from(binding)].into_iter()).map_err(pgp_err)
+/// The signer seam: a key whose secret is not in this process signs a digest wherever it
+/// lives (a PKCS#11 token, a KMS). Every format signs through it the same way.
+pub trait RemoteSigner: Send + Sync + fmt::Debug {
+    /// Signs `digest`, the `hash` of the data to sign, and returns the signature's values
+    /// (RSA: `s`; EdDSA: `r`, `s`).
+    fn sign_digest(&self, hash: HashAlgorithm, digest: &[u8]) -> anyhow::Result<mpi::Signature>;
+}
+
+/// sequoia's signer over a [`RemoteSigner`].
+#[derive(Clone)]
+struct Remote {
+    public: Key<PublicParts, UnspecifiedRole>,
+    signer: Arc<dyn RemoteSigner>,
+}
+
+impl openpgp::crypto::Signer for Remote {
+    fn public(&self) -> &Key<PublicParts, UnspecifiedRole> {
+        &self.public
+    }
+
+    fn acceptable_hashes(&self) -> &[HashAlgorithm] {
+        &[HashAlgorithm::SHA256, HashAlgorithm::SHA512]
+    }
+
+    fn sign(&mut self, hash_algo: HashAlgorithm, digest: &[u8]) -> openpgp::Result<mpi::Signature> {
+        self.signer.sign_digest(hash_algo, digest)
+    }
+}
+
+/// Where the signing half of a [`SigningKey`] is.
+#[derive(Clone)]
+enum Backend {
+    /// Unsealed into this process.
+    Local(KeyPair),
+    /// In a token or a KMS.
+    Remote(Remote),
 }
 
 /// Parses an armored or binary transferable secret key, unlocking it if `passphrase` is given.
@@ -133,7 +199,7 @@ pub fn parse_secret(bytes: &[u8], passphrase: Option<&[u8]>) -> Result<Cert, Key
 #[derive(Clone)]
 pub struct SigningKey {
     cert: Cert,
-    signer: KeyPair,
+    signer: Backend,
     signer_fpr: Fingerprint,
 }
 
@@ -168,8 +234,24 @@ impl SigningKey {
             return Err(KeyError::Locked { fingerprint });
         }
         let signer_fpr = ka.key().fingerprint();
-        let signer = ka.key().clone().into_keypair().map_err(pgp_err)?;
+        let signer = Backend::Local(ka.key().clone().into_keypair().map_err(pgp_err)?);
         Ok(SigningKey { cert, signer, signer_fpr })
+    }
+
+    /// A key whose primary key signs through `signer` (its secret is in a token or KMS);
+    /// `cert` is its public certificate.
+    pub fn remote(cert: Cert, signer: Arc<dyn RemoteSigner>) -> Result<Self, KeyError> {
+        let key = cert.primary_key().key().clone().role_into_unspecified();
+        if key.version() != 4 || !algo_ok(key.pk_algo(), key.mpis().bits()) {
+            return Err(KeyError::NoSigningKey { fingerprint: cert.fingerprint().to_hex() });
+        }
+        let signer_fpr = key.fingerprint();
+        Ok(SigningKey { cert, signer: Backend::Remote(Remote { public: key, signer }), signer_fpr })
+    }
+
+    /// Whether the secret is in this process (sealed in the vault) rather than a token or KMS.
+    pub fn is_local(&self) -> bool {
+        matches!(self.signer, Backend::Local(_))
     }
 
     /// Fingerprint of the certificate (primary key), 40 upper-case hex digits.
@@ -194,11 +276,13 @@ impl SigningKey {
 
     /// Signs a prepared hash as a binary-document signature made at `time`.
     pub fn sign_hash(&mut self, hash: openpgp::crypto::hash::Context, time: SystemTime) -> Result<Signature, KeyError> {
-        SignatureBuilder::new(SignatureType::Binary)
-            .set_signature_creation_time(time)
-            .map_err(pgp_err)?
-            .sign_hash(&mut self.signer, hash)
-            .map_err(pgp_err)
+        let builder =
+            SignatureBuilder::new(SignatureType::Binary).set_signature_creation_time(time).map_err(pgp_err)?;
+        match &mut self.signer {
+            Backend::Local(k) => builder.sign_hash(k, hash),
+            Backend::Remote(r) => builder.sign_hash(r, hash),
+        }
+        .map_err(pgp_err)
     }
 
     /// Signs everything `data` yields (streamed) as a binary-document signature.
@@ -210,12 +294,30 @@ impl SigningKey {
 
     /// A copy of the low-level signer, for sequoia's streaming writers (which take
     /// ownership). The copy's secret is zeroized when it is dropped.
-    pub(crate) fn keypair(&self) -> KeyPair {
-        self.signer.clone()
+    pub(crate) fn keypair(&self) -> Box<dyn openpgp::crypto::Signer + Send + Sync> {
+        match &self.signer {
+            Backend::Local(k) => Box::new(k.clone()),
+            Backend::Remote(r) => Box::new(r.clone()),
+        }
+    }
+
+    /// Makes a signature of `builder`'s kind (a revocation) with this key.
+    pub fn sign_with(
+        &mut self,
+        f: impl FnOnce(&mut dyn openpgp::crypto::Signer) -> openpgp::Result<Signature>,
+    ) -> Result<Signature, KeyError> {
+        match &mut self.signer {
+            Backend::Local(k) => f(k),
+            Backend::Remote(r) => f(r),
+        }
+        .map_err(pgp_err)
     }
 
     /// The whole key, secrets included, serialized for sealing. Zeroized when dropped.
     pub fn to_secret_bytes(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        if !self.is_local() {
+            return Err(KeyError::Unsupported("the secret of this key is in a token or KMS".into()));
+        }
         let mut out = Zeroizing::new(Vec::new());
         self.cert.as_tsk().serialize(&mut *out).map_err(pgp_err)?;
         Ok(out)

@@ -8,6 +8,7 @@
 //! - [`policy`]: which producer may sign with which key, from where, to where.
 //! - [`approval`]: release approvals: pending requests in S3 and the messages deciding them.
 //! - [`audit`]: the hash-chained audit trail of signatures and denials, a chain per worker.
+//! - [`hsm`]: keys that never leave a PKCS#11 token (cryptoki), signing through the key seam.
 //! - [`harden`]: no core dumps of a process holding keys.
 //! - [`sign`]: the signing core (RPM, DEB, detached, APT Release, SHA256SUMS, manifest):
 //!   synchronous, readers in and writers out, time injected, no network I/O.
@@ -30,6 +31,7 @@ pub mod commands;
 pub mod event;
 pub mod gate;
 pub mod harden;
+pub mod hsm;
 pub mod job;
 pub mod key;
 pub mod logging;

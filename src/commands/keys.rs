@@ -9,15 +9,19 @@ use std::io::{IsTerminal, Write};
 
 use super::open_vault;
 use crate::approval::grouped_fingerprint;
-use crate::cli::{ExportFormat, KeysCommand};
+use crate::cli::{ExportFormat, KeyHome, KeysCommand};
 use crate::{key, trust};
 
 pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        KeysCommand::Generate { name, algo, uid, vault } => {
+        KeysCommand::Generate { name, algo, home, uid, vault } => {
             let uid = uid.unwrap_or_else(|| format!("signet {name} signing key"));
-            let info = open_vault(&vault)?.generate(&name, algo, &uid)?;
-            println!("{} {} {}", info.name, info.fingerprint, info.algo);
+            let vault = open_vault(&vault)?;
+            let info = match home {
+                KeyHome::Vault => vault.generate(&name, algo, &uid)?,
+                KeyHome::Pkcs11 => vault.generate_in_token(&name, algo, &uid)?,
+            };
+            println!("{} {} {} {}", info.name, info.fingerprint, info.algo, info.home);
         }
         KeysCommand::List { json, vault } => {
             for k in open_vault(&vault)?.list()? {
@@ -78,7 +82,13 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        KeysCommand::Import { name, file, import_passphrase_file, vault } => {
+        KeysCommand::Import { name, file: None, pkcs11: Some(label), uid, vault, .. } => {
+            let uid = uid.unwrap_or_else(|| format!("signet {name} signing key"));
+            let info = open_vault(&vault)?.import_from_token(&name, &label, &uid)?;
+            println!("{} {} {} {}", info.name, info.fingerprint, info.algo, info.home);
+        }
+        KeysCommand::Import { file: None, .. } => anyhow::bail!("give a key FILE or --pkcs11 LABEL"),
+        KeysCommand::Import { name, file: Some(file), import_passphrase_file, vault, .. } => {
             let bytes =
                 Zeroizing::new(std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?);
             let pass = match import_passphrase_file {

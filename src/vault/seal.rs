@@ -86,6 +86,9 @@ pub enum KekInfo {
     Argon2id { salt: String, m_kib: u32, t: u32, p: u32 },
     /// DEK wrapped by a KMS key (the wrapped blob is the KMS ciphertext).
     AwsKms { key_id: String },
+    /// No secret here at all: the private key is in a PKCS#11 token (`wrapped_dek` and
+    /// `ciphertext` are empty), found by its `CKA_ID`.
+    Pkcs11 { token: String, label: String, id: String },
 }
 
 /// What a data key is bound to: the key's name and fingerprint. The passphrase wrapper
@@ -241,6 +244,9 @@ impl SealedKey {
     pub fn unseal(&self, wrapper: &dyn KeyWrapper) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         let ctx = SealContext { name: &self.name, fingerprint: &self.fingerprint };
         let what = ctx.what();
+        if matches!(self.kek, KekInfo::Pkcs11 { .. }) {
+            return Err(VaultError::Config(format!("key {what} is in a PKCS#11 token: nothing to unseal")));
+        }
         if self.format != FORMAT {
             return Err(VaultError::Corrupt(format!("key {what}: unknown format {:?}", self.format)));
         }

@@ -84,6 +84,8 @@ impl From<VaultError> for Failure {
             VaultError::UnknownKey(_) => permanent(ErrorCode::UnknownKey, e.to_string(), None),
             // KMS said no (access denied, key disabled): the same key will be refused again.
             VaultError::KmsDenied { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
+            // The token said no (wrong PIN, key missing, another key in its place).
+            VaultError::TokenRefused { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
             // A vault that cannot be read or unsealed is the operator's problem, not the job's:
             // retry, and fail as internal if it does not recover within the horizon.
             other => Failure::Transient(other.to_string()),
