@@ -1,0 +1,212 @@
+//! Keys that never leave a PKCS#11 token: SoftHSM2 tokens made by `softhsm2-util` for each
+//! test, RSA-4096 and Ed25519 keys generated in them, a worker signing every format through
+//! them against the real broker and S3 server, and the real verifiers checking the outputs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::stack::Stack;
+use common::*;
+use signet::hsm::{Token, TokenKey};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 token of one test: its config, label and PIN file.
+struct Hsm {
+    conf: PathBuf,
+    label: String,
+    pin: String,
+    pin_file: PathBuf,
+}
+
+impl Hsm {
+    fn new(env: &Env) -> Hsm {
+        let dir = env.path("tokens");
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = env.path("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", dir.display()),
+        )
+        .unwrap();
+        let pin = format!("pin-{}", uuid::Uuid::new_v4().simple());
+        let label = "signet-test".to_owned();
+        ok(Command::new("softhsm2-util").env("SOFTHSM2_CONF", &conf).args([
+            "--init-token",
+            "--free",
+            "--label",
+            &label,
+            "--pin",
+            &pin,
+            "--so-pin",
+            "so-pin-1234",
+        ]));
+        let pin_file = env.path("pkcs11-pin");
+        std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+        Hsm { conf, label, pin, pin_file }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SOFTHSM2_CONF", self.conf.display().to_string()),
+            ("SIGNET_PKCS11_MODULE", MODULE.into()),
+            ("SIGNET_PKCS11_TOKEN", self.label.clone()),
+            ("SIGNET_PKCS11_PIN_FILE", self.pin_file.display().to_string()),
+        ]
+    }
+
+    fn cmd(&self, mut c: Command) -> Command {
+        for (k, v) in self.env() {
+            c.env(k, v);
+        }
+        c
+    }
+}
+
+/// The vault record of the active key of `name`, as stored.
+fn record(env: &Env, name: &str) -> serde_json::Value {
+    let dir = env.path(&format!("vault/{name}"));
+    let active = std::fs::read_to_string(dir.join("active")).unwrap();
+    serde_json::from_slice(&std::fs::read(dir.join(format!("{}.json", active.trim()))).unwrap()).unwrap()
+}
+
+fn job(s: &Stack, id: &str, prefix: &str, artifacts: &[(&str, &str)]) -> Vec<u8> {
+    let arts: Vec<_> =
+        artifacts.iter().map(|(k, f)| serde_json::json!({"bucket": s.input, "key": k, "format": f})).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "job_id": id, "key": "release", "artifacts": arts,
+        "output": {"bucket": s.output, "prefix": prefix},
+    }))
+    .unwrap()
+}
+
+fn token_key_signs_every_format(algo: &str) {
+    let s = Stack::new();
+    let hsm = Hsm::new(&s.env);
+    let made = ok(hsm.cmd(s.env.signet()).args(["keys", "generate", "release", "--in", "pkcs11", "--algo", algo]));
+    assert!(made.contains("pkcs11:signet-test"), "{made}");
+    let cert = s.env.export("release");
+
+    // The vault holds the certificate and where the key is, nothing secret.
+    let rec = record(&s.env, "release");
+    assert_eq!(rec["kek"]["kind"], "pkcs11", "{rec}");
+    assert_eq!((rec["ciphertext"].as_str(), rec["wrapped_dek"].as_str()), (Some(""), Some("")), "{rec}");
+    let public = rec["public_key"].as_str().unwrap();
+    assert!(key_material_free(public), "{public}");
+    // In the token the private key is sensitive and never extractable. SoftHSM2 reads its
+    // config from the environment when the module is initialized; nextest runs each test
+    // in a process of its own, so this sets it for this test's token only.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", &hsm.conf) };
+    let token = Token::open(MODULE, &hsm.label, hsm.pin.clone().into()).expect("open the token");
+    let tk: TokenKey = serde_json::from_value(rec["kek"].clone()).expect("token key");
+    assert!(token.is_locked_in(&tk).unwrap(), "the token key is extractable or not sensitive");
+    drop(token);
+
+    let fx = s.env.fixtures();
+    for (k, f) in [
+        ("fx/hello-1.0-1.noarch.rpm", "rpm/hello-1.0-1.noarch.rpm"),
+        ("fx/hello_1.0_all.deb", "deb/hello_1.0_all.deb"),
+        ("fx/hello-1.0.tar.gz", "files/hello-1.0.tar.gz"),
+        ("fx/dists/stable/Release", "apt/Release"),
+    ] {
+        s.upload(k, &fx.join(f));
+    }
+    let mut env: Vec<(&str, String)> = hsm.env();
+    env.push(("RUST_LOG", "trace".into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let w = s.worker(1, &env_refs);
+    s.publish_raw(
+        &job(
+            &s,
+            "hsm-1",
+            "hsm/",
+            &[
+                ("fx/hello-1.0-1.noarch.rpm", "auto"),
+                ("fx/hello_1.0_all.deb", "auto"),
+                ("fx/hello-1.0.tar.gz", "detached"),
+                ("fx/dists/stable/Release", "apt-release"),
+            ],
+        ),
+        "hsm-1",
+    );
+    let evs = s.wait_events(120, "hsm-1 to end", |e| e.iter().any(|e| e.data.job_id == "hsm-1"));
+    let ev = evs.iter().find(|e| e.data.job_id == "hsm-1").unwrap();
+    assert!(ev.succeeded(), "{ev:#?}");
+
+    // Every output, checked by the real verifiers.
+    let out = s.env.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for key in s.output_keys("hsm/") {
+        let name = key.trim_start_matches("hsm/");
+        std::fs::copy(s.download(&s.output, &key), out.join(name)).unwrap();
+    }
+    let p = |n: &str| out.join(n);
+    accepts("verify_rpm", &[&cert, &p("hello-1.0-1.noarch.rpm")]);
+    accepts("verify_deb", &[&cert, &p("hello_1.0_all.deb")]);
+    accepts("verify_gpg", &[&cert, &p("hello-1.0.tar.gz.asc"), &p("hello-1.0.tar.gz")]);
+    accepts("verify_sqv", &[&cert, &p("SHA256SUMS.asc"), &p("SHA256SUMS")]);
+    accepts("verify_gpg", &[&cert, &p("InRelease")]);
+    accepts("verify_sha256sums", &[&out]);
+    let apt = fx.join("apt");
+    std::fs::copy(p("InRelease"), apt.join("InRelease")).unwrap();
+    accepts("verify_apt_repo", &[&cert, &apt]);
+    // Tampered copies fail.
+    let bad = tampered(&p("hello-1.0-1.noarch.rpm"), &s.env.path("bad.rpm"), -1);
+    rejects("verify_rpm", &[&cert, &bad]);
+    let bad = tampered(&p("hello-1.0.tar.gz"), &s.env.path("bad.tar.gz"), 10);
+    rejects("verify_gpg", &[&cert, &p("hello-1.0.tar.gz.asc"), &bad]);
+
+    // The PIN appears nowhere in the worker's trace-level log.
+    let log = w.log_text();
+    assert!(log.contains("hsm-1"), "the log is not the worker's");
+    assert!(!log.contains(&hsm.pin), "the PIN is in the worker's log");
+}
+
+fn key_material_free(armored: &str) -> bool {
+    let certs = signet::key::parse_certs(armored.as_bytes()).unwrap();
+    !armored.contains("PRIVATE KEY") && certs.iter().all(|c| !c.is_tsk())
+}
+
+#[test]
+fn a_softhsm_rsa4096_key_signs_every_format_and_never_leaves_the_token() {
+    token_key_signs_every_format("rsa4096");
+}
+
+#[test]
+fn a_softhsm_ed25519_key_signs_every_format_and_never_leaves_the_token() {
+    token_key_signs_every_format("ed25519");
+}
+
+#[test]
+fn a_token_that_refuses_fails_the_job_key_unavailable_and_the_worker_goes_on() {
+    let s = Stack::new();
+    let hsm = Hsm::new(&s.env);
+    ok(hsm.cmd(s.env.signet()).args(["keys", "generate", "release", "--in", "pkcs11", "--algo", "ed25519"]));
+    s.env.generate("local", "ed25519");
+    // Adopting the token's key under a second name works with the right PIN.
+    let label = record(&s.env, "release")["kek"]["label"].as_str().unwrap().to_owned();
+    let adopted = ok(hsm.cmd(s.env.signet()).args(["keys", "import", "adopted", "--pkcs11", &label]));
+    assert!(adopted.contains("pkcs11:signet-test"), "{adopted}");
+
+    let fx = s.env.fixtures();
+    s.upload("fx/hello-1.0.tar.gz", &fx.join("files/hello-1.0.tar.gz"));
+    let wrong = s.env.path("wrong-pin");
+    std::fs::write(&wrong, "not-the-pin\n").unwrap();
+    let mut env = hsm.env();
+    env.retain(|(k, _)| *k != "SIGNET_PKCS11_PIN_FILE");
+    env.push(("SIGNET_PKCS11_PIN_FILE", wrong.display().to_string()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _w = s.worker(1, &env_refs);
+    let started = std::time::Instant::now();
+    let (code, ev) = s.submit_wait("wrong-pin", "release", "wrong/", &["fx/hello-1.0.tar.gz"]);
+    let ev = ev.expect("an event");
+    assert_eq!((code, ev.data.error.as_ref().map(|e| e.code.as_str())), (1, Some("key_unavailable")), "{ev:#?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "retried a refusal: {:?}", started.elapsed());
+    // The same worker signs with a vault key right after.
+    let (code, ev) = s.submit_wait("vault-key", "local", "local/", &["fx/hello-1.0.tar.gz"]);
+    assert_eq!(code, 0, "{ev:#?}");
+    assert!(s.output_keys("wrong/").is_empty());
+    let _ = Path::new("");
+}
