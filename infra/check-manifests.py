@@ -277,6 +277,11 @@ def check_triggers(owner, spec, objs, namespace_env, p):
     p.check(spec.get("minReplicaCount") == 0, f"{owner}: minReplicaCount must be 0 (got {spec.get('minReplicaCount')!r})")
     triggers = spec.get("triggers") or []
     p.check(len(triggers) >= 1, f"{owner}: no triggers")
+    # Jobs that wait for approvals are acked: without a trigger on the approvals queue, an
+    # approval (or an expiry timer) would wait for a job to wake a worker.
+    names = [(t.get("metadata") or {}).get("queueName") for t in triggers]
+    for q in (f"{namespace_env}.jobs", f"{namespace_env}.approvals"):
+        p.check(q in names, f"{owner}: needs a trigger on {q}")
     for i, t in enumerate(triggers):
         tw = f"{owner}: triggers[{i}]"
         md = t.get("metadata") or {}
@@ -284,7 +289,8 @@ def check_triggers(owner, spec, objs, namespace_env, p):
         p.check(md.get("protocol") == "http", f"{tw}: protocol must be http (amqp counts only ready messages; got {md.get('protocol')!r})")
         p.check(md.get("mode") == "QueueLength", f"{tw}: mode must be QueueLength")
         p.check(str(md.get("excludeUnacknowledged", "false")).lower() != "true", f"{tw}: excludeUnacknowledged must stay false")
-        p.check(md.get("queueName") == f"{namespace_env}.jobs", f"{tw}: queueName must be {namespace_env}.jobs (SIGNET_NAMESPACE)")
+        queues = (f"{namespace_env}.jobs", f"{namespace_env}.approvals")
+        p.check(md.get("queueName") in queues, f"{tw}: queueName must be {' or '.join(queues)} (SIGNET_NAMESPACE)")
         p.check(not md.get("host"), f"{tw}: the host (with its password) belongs in the TriggerAuthentication's Secret")
         ref = (t.get("authenticationRef") or {}).get("name")
         p.check(ref in objs["TriggerAuthentication"], f"{tw}: authenticationRef {ref!r} is not a rendered TriggerAuthentication")

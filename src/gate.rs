@@ -84,6 +84,11 @@ impl Report {
     }
 }
 
+/// Text as a cleartext signature carries it: CRLF as LF, no trailing newlines.
+fn normalize(text: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(text).replace("\r\n", "\n").trim_end_matches('\n').as_bytes().to_vec()
+}
+
 /// The allowed certificates and every handle their keys are known by.
 pub struct Gate {
     checker: Checker,
@@ -197,6 +202,21 @@ impl Gate {
         Verdict::Ok(format!("{}; {} listed file(s) match", v.detail(), list.len()))
     }
 
+    /// A `Release` with no `Release.gpg`: it must be the text `InRelease` signs (apt reads
+    /// `InRelease` first, but a tool that reads `Release` must not get other bytes).
+    fn release_beside_inrelease(&self, release: &Path, inrelease: &Path) -> Verdict {
+        let (Ok(text), Ok(signed)) = (fs::read(release), fs::read(inrelease)) else {
+            return Verdict::Bad("cannot read it or InRelease".into());
+        };
+        match self.checker.cleartext(&signed) {
+            Ok((fpr, inner)) if normalize(&inner) == normalize(&text) => {
+                Verdict::Ok(format!("the text InRelease signs (cleartext signature by {fpr})"))
+            }
+            Ok(_) => Verdict::Bad("differs from the text InRelease signs, and has no Release.gpg".into()),
+            Err(_) => Verdict::Unsigned("no Release.gpg, and InRelease does not verify".into()),
+        }
+    }
+
     /// Checks every signed thing under `root`.
     pub fn check_tree(&self, root: &Path) -> std::io::Result<Report> {
         let mut report = Report::default();
@@ -215,11 +235,14 @@ impl Gate {
                 }
                 let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
                 let Some(name) = e.file_name().to_str().map(str::to_owned) else {
-                    report.skipped += 1;
+                    // It could be anything, a package included: never pass what cannot be named.
+                    let verdict = Verdict::Bad("a file name that is not UTF-8: the gate cannot tell what it is".into());
+                    report.findings.push(Finding { path: rel, verdict });
                     continue;
                 };
-                if kind.is_symlink() {
-                    let verdict = Verdict::Bad("a symbolic link: the gate checks regular files only".into());
+                if !kind.is_file() {
+                    let what = if kind.is_symlink() { "a symbolic link" } else { "not a regular file" };
+                    let verdict = Verdict::Bad(format!("{what}: the gate checks regular files only"));
                     report.findings.push(Finding { path: rel, verdict });
                     continue;
                 }
@@ -233,7 +256,7 @@ impl Gate {
                     Some(self.cleartext(&path))
                 } else if name == "Release" {
                     if names.contains("InRelease") && !has(".gpg") {
-                        None
+                        Some(self.release_beside_inrelease(&path, &dir.join("InRelease")))
                     } else if has(".gpg") {
                         Some(self.detached(&path, &beside(".gpg")))
                     } else {

@@ -198,14 +198,18 @@ fn two_approvers_release_exactly_the_bytes_they_were_shown() {
     let mut other = ApprovalMessage::approve(&req);
     other.artifacts.as_mut().unwrap()[0].sha256 = "0".repeat(64).parse().unwrap();
     let other = serde_json::to_vec(&other).unwrap();
+    let mut other_key = ApprovalMessage::approve(&req);
+    other_key.key_fingerprint = Some("0123456789ABCDEF0123456789ABCDEF01234567".into());
+    let other_key = serde_json::to_vec(&other_key).unwrap();
     s.publish_approval_as(&ci.url, &good, Some(&ci.name)).expect("publish");
     s.publish_approval_as(&mallory.url, &good, Some(&mallory.name)).expect("publish");
     s.publish_approval_as(&alice.url, &other, Some(&alice.name)).expect("publish");
+    s.publish_approval_as(&bob.url, &other_key, Some(&bob.name)).expect("publish");
     s.publish_approval_as(&mallory.url, &good, None).expect("publish");
     // A forged user_id never reaches the queue: RabbitMQ checks it.
     let forged = s.publish_approval_as(&mallory.url, &good, Some(&alice.name));
     assert!(forged.is_err(), "the broker accepted a forged user_id");
-    let refused = wait_event(&s, "rel-1", event::APPROVAL_REFUSED, 4);
+    let refused = wait_event(&s, "rel-1", event::APPROVAL_REFUSED, 5);
     let said = |who: Option<&str>, code_: &str, needle: &str| {
         assert!(
             refused
@@ -217,6 +221,7 @@ fn two_approvers_release_exactly_the_bytes_they_were_shown() {
     said(Some(&ci.name), "unauthorized", "may not approve or reject its own job");
     said(Some(&mallory.name), "unauthorized", "is not an approver");
     said(Some(&alice.name), "invalid_approval", "other inputs or digests");
+    said(Some(&bob.name), "invalid_approval", "the approval names key 0123456789ABCDEF");
     said(None, "unauthorized", "no user_id");
     assert_eq!(pending(&s)[0].1, Vec::<String>::new(), "a refused approval was counted");
 
@@ -232,7 +237,7 @@ fn two_approvers_release_exactly_the_bytes_they_were_shown() {
     let again = decide(&s, &alice, &["approve", "rel-1", "--yes"], None);
     assert!(!again.status.success() && text(&again).contains("already approved"), "{}", text(&again));
     s.publish_approval_as(&alice.url, &good, Some(&alice.name)).expect("publish");
-    let refused = wait_event(&s, "rel-1", event::APPROVAL_REFUSED, 5);
+    let refused = wait_event(&s, "rel-1", event::APPROVAL_REFUSED, 6);
     assert!(refused.iter().any(|e| message(e).contains("has already approved")), "{refused:#?}");
     assert_eq!(pending(&s)[0].1, vec![alice.name.clone()]);
 
@@ -285,7 +290,7 @@ fn two_approvers_release_exactly_the_bytes_they_were_shown() {
     let recs = audit(&s, "rel-1");
     let outcomes: Vec<Outcome> = recs.iter().map(|r| r.outcome).collect();
     assert_eq!(outcomes.first(), Some(&Outcome::ApprovalRequested), "{outcomes:?}");
-    assert_eq!(outcomes.iter().filter(|o| **o == Outcome::ApprovalRefused).count(), 5, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == Outcome::ApprovalRefused).count(), 6, "{outcomes:?}");
     let approvers: Vec<&str> =
         recs.iter().filter(|r| r.outcome == Outcome::Approved).filter_map(|r| r.approver.as_deref()).collect();
     assert_eq!(approvers, vec![alice.name.as_str(), bob.name.as_str()]);
@@ -319,7 +324,7 @@ fn rejection_expiry_a_replaced_input_and_a_killed_worker_end_as_they_should() {
     }
     let rule = |key: &str, ttl: &str| {
         format!(
-            "[keys.{key}]\nproducers = [{:?}]\nsources = [\"{}/fx/*\"]\noutputs = [\"{}/out/*\"]\nformats = [\"rpm\"]\n\
+            "[keys.{key}]\nproducers = [{:?}]\nsources = [\"{}/fx/*\"]\noutputs = [\"{}/out/*\", \"signet-audit/*\"]\nformats = [\"rpm\"]\n\
              approvers = [{:?}, {:?}]\napprovals = 1\napproval_ttl = {ttl:?}\n\n",
             ci.name, s.input, s.output, alice.name, bob.name
         )
@@ -329,6 +334,19 @@ fn rejection_expiry_a_replaced_input_and_a_killed_worker_end_as_they_should() {
     let approvals = s.approvals();
     let env = [("SIGNET_POLICY", policy), ("SIGNET_APPROVALS", approvals.as_str())];
     let mut w1 = s.worker(1, &env);
+
+    // Even a policy that allows it cannot make signet's own state an output location: a job
+    // could plant a forged request there.
+    let (bucket, prefix) = approvals.trim_start_matches("s3://").split_once('/').unwrap();
+    let planted = serde_json::json!({
+        "job_id": "plant-1", "key": "release",
+        "artifacts": [{"bucket": s.input, "key": "fx/a/hello-1.0-1.noarch.rpm"}],
+        "output": {"bucket": bucket, "prefix": format!("{prefix}requests/victim/")},
+    });
+    s.publish_as(&ci.url, planted.to_string().as_bytes(), "plant-1", Some(&ci.name)).expect("publish");
+    let failed = wait_event(&s, "plant-1", event::FAILED, 1);
+    assert_eq!(code(&failed[0]), "unauthorized", "{failed:#?}");
+    assert!(message(&failed[0]).contains("inside the approvals location"), "{failed:#?}");
 
     // A rejection: the job fails with approval_rejected and the approver's reason.
     submit(&s, &ci, "rej-1", "release", "out/rej/", &["fx/a/hello-1.0-1.noarch.rpm"], false);

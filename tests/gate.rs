@@ -124,6 +124,17 @@ fn the_trust_kit_is_what_apt_debsig_verify_and_dnf_take() {
         .arg(apt.join("Release")));
     fs::copy(out.join("InRelease"), apt.join("InRelease")).unwrap();
     accepts("verify_apt_repo", &[&ring, &apt]);
+    // The gate: a Release beside InRelease (no Release.gpg) must be the text it signs.
+    // (The fixture's DEB in it is unsigned: only the Release line matters here.)
+    let (_, out_text) = gate(&env, &ring, &apt);
+    assert!(line(&out_text, "Release").starts_with("OK "), "{out_text}");
+    assert!(line(&out_text, "InRelease").starts_with("OK "), "{out_text}");
+    let release = fs::read_to_string(apt.join("Release")).unwrap();
+    fs::write(apt.join("Release"), release.replace("Origin: Signet", "Origin: Evil")).unwrap();
+    let (code, out_text) = gate(&env, &ring, &apt);
+    assert_eq!(code, 1, "{out_text}");
+    assert!(line(&out_text, "Release").starts_with("BAD "), "{out_text}");
+    fs::write(apt.join("Release"), release).unwrap();
 
     // debsig: debsig-verify with nothing but the kit's two directories.
     let kit = env.path("debsig");
@@ -183,7 +194,13 @@ fn the_trust_kit_is_what_apt_debsig_verify_and_dnf_take() {
     accepts("verify_dnf_repo", &[&kit_for("good", &good), Path::new("hello")]);
     let mixed =
         make_repo("mixed-repo", &[&rpms.join("hello-1.0-1.noarch.rpm"), &fx.join("rpm/world-2.0-1.noarch.rpm")]);
-    rejects("verify_dnf_repo", &[&kit_for("mixed", &mixed), Path::new("world")]);
+    let refused = |kit: &Path, pkg: &str| {
+        let o = verifier("verify_dnf_repo", &[kit, Path::new(pkg)]);
+        let t = text(&o);
+        // dnf must refuse for the signature, not for some other trouble.
+        assert!(!o.status.success() && (t.contains("GPG") || t.contains("signature")), "{t}");
+    };
+    refused(&kit_for("mixed", &mixed), "world");
     // The same repository whose repomd.xml.asc is another key's: repo_gpgcheck refuses it.
     let other_md = env.path("other-md");
     ok(env
@@ -192,6 +209,6 @@ fn the_trust_kit_is_what_apt_debsig_verify_and_dnf_take() {
         .arg(&other_md)
         .arg(good.join("repodata/repomd.xml")));
     fs::copy(other_md.join("repomd.xml.asc"), good.join("repodata/repomd.xml.asc")).unwrap();
-    rejects("verify_dnf_repo", &[&kit_for("good2", &good), Path::new("hello")]);
+    refused(&kit_for("good2", &good), "hello");
     let _ = cert;
 }

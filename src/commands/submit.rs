@@ -37,6 +37,7 @@ pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let job_id = args.job_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let job_key = args.key.to_string();
     let job = Job {
         job_id: job_id.parse().map_err(anyhow::Error::msg)?,
         key: args.key.clone(),
@@ -80,6 +81,10 @@ pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 let ev: Event = serde_json::from_slice(&d.data).context("malformed event")?;
+                // Another producer's job under the same id (with another key) is not ours.
+                if ev.data.key.as_deref().is_some_and(|k| k != job_key.as_str()) {
+                    continue;
+                }
                 println!("{}", serde_json::to_string(&ev)?);
                 if ev.is_pending() {
                     // A key that needs approvals: the job waits for people; so do we.

@@ -56,6 +56,16 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     let source = format!("signet/worker/{host}/{}", std::process::id());
     let audit = AuditLog::new(&args.audit, &source).map_err(anyhow::Error::msg)?;
+    let mut reserved = Vec::new();
+    let (b, p) = crate::audit::parse_location(&args.audit).map_err(anyhow::Error::msg)?;
+    reserved.push((b, p, "the audit log"));
+    if let Some(a) = &args.approvals {
+        let (b, p) = crate::audit::parse_location(a).map_err(anyhow::Error::msg)?;
+        reserved.push((b, p, "the approvals location"));
+    }
+    if let Ok((crate::vault::VaultLocation::S3 { bucket, prefix }, _)) = crate::vault::parse_uri(&args.vault.vault) {
+        reserved.push((bucket, prefix, "the vault"));
+    }
     let cfg = WorkerConfig {
         amqp_url: queue::amqp_url_from_env().map_err(anyhow::Error::msg)?,
         topology,
@@ -71,6 +81,7 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         exit_when_idle: args.exit_when_idle.map(Duration::from_secs),
         max_jobs: args.max_jobs,
         approvals,
+        reserved,
     };
     info!(audit = %audit.location(), chain = audit.chain(), key_cache_seconds = args.key_cache_seconds, "audit log");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

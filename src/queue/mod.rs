@@ -272,22 +272,17 @@ impl Publisher {
         self.publish("", &topology.approvals, &body, props).await
     }
 
-    /// Arms the expiry timer of `job_id`: an `expire` message that reaches `NS.approvals`
-    /// after `delay`.
-    pub async fn arm_expiry(
-        &self,
-        topology: &Topology,
-        job_id: &crate::job::JobId,
-        delay: std::time::Duration,
-    ) -> Result<(), QueueError> {
-        let queue = topology.declare_approval_timer(&self.ch, delay).await?;
+    /// Arms the expiry timer of `job_id`: an `expire` message to the timer queue `queue`
+    /// (declared by [`Topology::declare_approval_timer`]), which reaches `NS.approvals` after
+    /// that queue's TTL.
+    pub async fn arm_expiry(&self, queue: &str, job_id: &crate::job::JobId) -> Result<(), QueueError> {
         let body = serde_json::to_vec(&crate::approval::ApprovalMessage::expire(job_id.clone()))
             .map_err(|e| QueueError::Nacked(e.to_string()))?;
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_correlation_id(ShortString::from(job_id.as_str()));
-        self.publish("", &queue, &body, props).await
+        self.publish("", queue, &body, props).await
     }
 }
 

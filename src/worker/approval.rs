@@ -123,11 +123,17 @@ impl<S: ObjectStore + 'static> Worker<S> {
     /// Sends the expiry timer of `job_id`, to arrive after `delay`.
     async fn arm_expiry(&self, job_id: &crate::job::JobId, delay: Duration) -> Result<(), Failure> {
         let publisher = self.publisher.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let publisher = publisher.ok_or_else(|| Failure::Transient("no broker connection to arm the expiry".into()))?;
-        publisher
-            .arm_expiry(&self.cfg.topology, job_id, delay)
-            .await
-            .map_err(|e| Failure::Transient(format!("arming the expiry timer: {e}")))
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (Some(publisher), Some(conn)) = (publisher, conn) else {
+            return Err(Failure::Transient("no broker connection to arm the expiry".into()));
+        };
+        let broker = |e: crate::queue::QueueError| Failure::Transient(format!("arming the expiry timer: {e}"));
+        // Declared on a channel of its own: a refused declaration closes that channel, not
+        // the one every event is published on.
+        let ch = conn.create_channel().await.map_err(|e| broker(e.into()))?;
+        let queue = self.cfg.topology.declare_approval_timer(&ch, delay).await.map_err(broker);
+        let _ = ch.close(200, "timer declared".into()).await;
+        publisher.arm_expiry(&queue?, job_id).await.map_err(broker)
     }
 
     /// A job (message) whose key needs approvals: answered from its request if it has one,
@@ -180,6 +186,9 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let req = PendingRequest::new(job, producer, fingerprint, digests, rule, &self.cfg.source, SystemTime::now());
         // On record before any approver can see it.
         self.append_audit(self.approval_record(&req, Outcome::ApprovalRequested)).await?;
+        // The timer first: a timer for a request that was never stored does nothing, but a
+        // request without a timer would never expire.
+        self.arm_expiry(&req.job_id, rule.ttl).await?;
         let requests = self.requests()?;
         let created = self
             .store_call("approvals", "storing the approval request failed", || requests.create(&self.store, &req))
@@ -190,7 +199,6 @@ impl<S: ObjectStore + 'static> Worker<S> {
             // lock), and one that landed after our read: read it again.
             return Err(Failure::Transient("the approval request appeared while it was being stored".into()));
         }
-        self.arm_expiry(&req.job_id, rule.ttl).await?;
         info!(expires = %req.expires_at, approvals = rule.approvals, "waiting for approvals");
         Ok(Event::pending(&self.cfg.source, req, Vec::new()))
     }
@@ -406,9 +414,23 @@ impl<S: ObjectStore + 'static> Worker<S> {
         };
         let req = &state.request;
         let key = Some(req.key.to_string());
+        if state.closed.is_some() && msg.decision == Decision::Expire {
+            // The timer of a request that has ended: nothing to say again.
+            return Ok(Answer::done(Vec::new()));
+        }
+        if state.closed.is_none()
+            && let Some(ev) = self.existing(&req.job()).await?
+        {
+            // Signed and committed, but the worker died (or failed) before closing the
+            // request: close it now, and the job's end is its manifest, never an expiry.
+            let mut closed = self.closed(Resolution::Signed);
+            closed.approvals = ev.data.approvals.clone();
+            self.close_request(job_id, &closed).await?;
+            return Ok(Answer::done(vec![ev]));
+        }
         if let Some(closed) = &state.closed {
-            // It has ended (this is a redelivery after a crash, a late approval or a spare
-            // timer): say how again. Consumers deduplicate events on the job id.
+            // It has ended (this is a redelivery after a crash, or a late approval): say
+            // how again. Consumers deduplicate events on the job id.
             let ev = match closed.resolution {
                 Resolution::Signed => match self.existing(&req.job()).await? {
                     Some(ev) => ev,
@@ -542,7 +564,11 @@ impl<S: ObjectStore + 'static> Worker<S> {
             Ok(ev) => {
                 let mut closed = self.closed(Resolution::Signed);
                 closed.approvals = approvers;
-                self.close_request(req.job_id.as_str(), &closed).await?;
+                // The outputs are committed: the job has succeeded whatever happens to the
+                // request's state. A close that fails is done by the next message about it.
+                if let Err(e) = self.close_request(req.job_id.as_str(), &closed).await {
+                    warn!(error = ?e, "signed, but could not close the approval request; the next message closes it");
+                }
                 info!("approved request signed");
                 Ok(Answer::done(vec![ev]))
             }

@@ -101,6 +101,9 @@ pub struct WorkerConfig {
     pub max_jobs: Option<u64>,
     /// Where pending approval requests are kept (needed when a key needs approvals).
     pub approvals: Option<Requests>,
+    /// Locations no job may write its outputs into, whatever the policy says: the audit
+    /// log, the approvals location, the vault (bucket, prefix, what it is).
+    pub reserved: Vec<(String, String, &'static str)>,
 }
 
 impl WorkerConfig {
@@ -276,7 +279,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
                             break;
                         }
                     },
-                    next = session.approvals.next() => match next {
+                    next = async { session.approvals.as_mut()?.next().await }, if session.approvals.is_some() => match next {
                         Some(Ok(delivery)) => {
                             taken += 1;
                             self.touch();
@@ -325,7 +328,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             // idle exit) go back unstarted, rather than waiting in the client's buffer until
             // the connection closes.
             let mut handed_back = 0;
-            for consumer in [&mut s.consumer, &mut s.approvals] {
+            for consumer in std::iter::once(&mut s.consumer).chain(s.approvals.as_mut()) {
                 while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
                     if let Err(e) = JobDelivery::new(d).hand_back().await {
                         warn!(error = %e, "could not hand a delivery back; the broker requeues it when we disconnect");

@@ -42,6 +42,20 @@ impl<S: ObjectStore + 'static> Worker<S> {
         if let Err(denied) = self.authorizer.authorize(&job, producer) {
             return Err((key_name, self.deny(&job, producer, denied).await));
         }
+        // signet's own state is never an output location: a detached job could otherwise
+        // plant a forged approval request or audit record there.
+        if let Some((bucket, prefix, what)) = self
+            .cfg
+            .reserved
+            .iter()
+            .find(|(b, p, _)| job.output.bucket.as_str() == b && job.output.prefix.as_str().starts_with(p.as_str()))
+        {
+            let denied = crate::policy::Denied(format!(
+                "s3://{}/{} is inside {what} (s3://{bucket}/{prefix}): no job may write there",
+                job.output.bucket, job.output.prefix
+            ));
+            return Err((key_name, self.deny(&job, producer, denied).await));
+        }
         // One attempt per job id at a time, across all workers; waiting never counts.
         let held = lock::hold(&self.in_flight, conn, &self.cfg.topology, job.job_id.as_str(), BUSY_WAIT)
             .await

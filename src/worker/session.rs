@@ -16,7 +16,9 @@ pub(super) struct Session {
     tag: String,
     /// Approval messages (`NS.approvals`), on a channel of their own.
     approvals_ch: lapin::Channel,
-    pub(super) approvals: lapin::Consumer,
+    /// `None` when this worker has no approvals location: it leaves approval messages to
+    /// workers that have one, rather than refusing them.
+    pub(super) approvals: Option<lapin::Consumer>,
     approvals_tag: String,
 }
 
@@ -43,14 +45,19 @@ impl Session {
         let approvals_ch = conn.create_channel().await?;
         approvals_ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let approvals_tag = format!("{tag}-approvals");
-        let approvals = approvals_ch
-            .basic_consume(
-                cfg.topology.approvals.as_str().into(),
-                approvals_tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let approvals = match cfg.approvals {
+            Some(_) => Some(
+                approvals_ch
+                    .basic_consume(
+                        cfg.topology.approvals.as_str().into(),
+                        approvals_tag.as_str().into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?,
+            ),
+            None => None,
+        };
         Ok(Session { conn, ch, publisher, consumer, tag, approvals_ch, approvals, approvals_tag })
     }
 
