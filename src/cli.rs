@@ -303,6 +303,20 @@ pub enum KeysCommand {
         #[command(flatten)]
         vault: VaultArgs,
     },
+    /// Revoke key FPR of NAME: a revocation signature made by that key (or its token), kept
+    /// in the vault and included in `keys export`; workers refuse the key from the next job.
+    Revoke {
+        name: KeyName,
+        /// The key's fingerprint (as `keys list --json` prints it).
+        fingerprint: String,
+        #[arg(long, value_enum)]
+        reason: crate::vault::RevocationReason,
+        /// A note for whoever imports the revocation.
+        #[arg(long, default_value = "")]
+        message: String,
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
     /// Import an armored or binary secret key (e.g. from `gpg --export-secret-keys`), or
     /// adopt a key pair already in the PKCS#11 token (`--pkcs11 LABEL`).
     /// A passphrase-protected key is unlocked with SIGNET_IMPORT_PASSPHRASE_FILE.

@@ -351,6 +351,16 @@ pub fn parse_certs(bytes: &[u8]) -> Result<Vec<Cert>, KeyError> {
     Ok(certs.into_iter().map(|c| c.strip_secret_key_material()).collect())
 }
 
+/// Reads the packets of an armored or binary signature (a revocation) for a certificate.
+pub fn parse_certs_or_signature(bytes: &[u8]) -> Result<Vec<Packet>, KeyError> {
+    let pile = openpgp::PacketPile::from_bytes(bytes).map_err(pgp_err)?;
+    let sigs: Vec<Packet> = pile.into_children().filter(|p| matches!(p, Packet::Signature(_))).collect();
+    if sigs.is_empty() {
+        return Err(KeyError::OpenPgp("no signature found".into()));
+    }
+    Ok(sigs)
+}
+
 /// Serializes a signature as an ASCII-armored detached signature.
 pub fn armor_signature(sig: &Signature) -> Result<Vec<u8>, KeyError> {
     let pkt = Packet::from(sig.clone());

@@ -162,6 +162,29 @@ fn token_key_signs_every_format(algo: &str) {
     let log = w.log_text();
     assert!(log.contains("hsm-1"), "the log is not the worker's");
     assert!(!log.contains(&hsm.pin), "the PIN is in the worker's log");
+
+    // Revoked through the token: the export carries the revocation, gpg shows the key
+    // revoked, and the worker refuses the key from the next job.
+    revoke_and_check(&s, &hsm, "release", &rec["fingerprint"].as_str().unwrap().to_owned(), "hsm-2");
+}
+
+/// Revokes `name`'s key `fpr`, checks gpg sees it revoked, and that job `job_id` with it
+/// fails `key_unavailable` saying so.
+fn revoke_and_check(s: &Stack, hsm: &Hsm, name: &str, fpr: &str, job_id: &str) {
+    ok(hsm.cmd(s.env.signet()).args(["keys", "revoke", name, fpr, "--reason", "compromised", "--message", "test"]));
+    assert!(ok(s.env.signet().args(["keys", "list"])).contains("revoked"));
+    let exported = s.env.export(name);
+    let home = s.env.path(&format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    ok(Command::new("chmod").arg("700").arg(&home));
+    ok(Command::new("gpg").arg("--homedir").arg(&home).args(["--batch", "--import"]).arg(&exported));
+    let keys = ok(Command::new("gpg").arg("--homedir").arg(&home).args(["--with-colons", "--list-keys"]));
+    assert!(keys.lines().any(|l| l.starts_with("pub:r:")), "gpg does not show the key revoked:\n{keys}");
+    let (code, ev) = s.submit_wait(job_id, name, &format!("{job_id}/"), &["fx/hello-1.0.tar.gz"]);
+    let ev = ev.expect("an event");
+    let err = ev.data.error.as_ref().expect("a failure");
+    assert_eq!((code, err.code.as_str()), (1, "key_unavailable"), "{ev:#?}");
+    assert!(err.message.contains("revoked"), "{ev:#?}");
 }
 
 fn key_material_free(armored: &str) -> bool {
@@ -208,5 +231,8 @@ fn a_token_that_refuses_fails_the_job_key_unavailable_and_the_worker_goes_on() {
     let (code, ev) = s.submit_wait("vault-key", "local", "local/", &["fx/hello-1.0.tar.gz"]);
     assert_eq!(code, 0, "{ev:#?}");
     assert!(s.output_keys("wrong/").is_empty());
+    // A vault key revoked while the worker holds it unsealed is refused at the next job.
+    let fpr = ev.unwrap().data.key_fingerprint.unwrap();
+    revoke_and_check(&s, &hsm, "local", &fpr, "vault-key-2");
     let _ = Path::new("");
 }

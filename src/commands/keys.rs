@@ -28,7 +28,13 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 if json {
                     println!("{}", serde_json::to_string(&k)?);
                 } else {
-                    let state = if k.active { "active" } else { "retired" };
+                    let state = if k.revoked {
+                        "revoked"
+                    } else if k.active {
+                        "active"
+                    } else {
+                        "retired"
+                    };
                     println!(
                         "{:<20} {}  {:<8} {:<7} {}",
                         k.name,
@@ -40,6 +46,11 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        KeysCommand::Revoke { name, fingerprint, reason, message, vault } => {
+            let fpr = fingerprint.replace(' ', "").to_ascii_uppercase();
+            print!("{}", open_vault(&vault)?.revoke(&name, &fpr, reason, &message)?);
+            eprintln!("{name}  {}  revoked: workers refuse it from the next job", grouped_fingerprint(&fpr));
+        }
         KeysCommand::Rotate { name, algo, vault } => {
             let info = open_vault(&vault)?.rotate(&name, algo)?;
             println!("{} {} {} active", info.name, info.fingerprint, info.algo);
@@ -49,7 +60,13 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             let armored = vault.export(&name)?;
             let certs = key::parse_certs(armored.as_bytes())?;
             for k in vault.list()?.into_iter().filter(|k| k.name == name.as_str()) {
-                let state = if k.active { "active" } else { "retired" };
+                let state = if k.revoked {
+                    "revoked"
+                } else if k.active {
+                    "active"
+                } else {
+                    "retired"
+                };
                 eprintln!("{name}  {}  ({state}, {})", grouped_fingerprint(&k.fingerprint), k.algo);
             }
             let write = |bytes: &[u8]| -> anyhow::Result<()> {

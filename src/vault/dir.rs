@@ -140,6 +140,23 @@ impl SealedStore for DirStore {
         Self::create_dir_private(&dir)?;
         Self::write_atomic(&dir, "active", format!("{fingerprint}\n").as_bytes())
     }
+
+    fn revocation(&self, name: &KeyName, fingerprint: &str) -> Result<Option<String>, VaultError> {
+        if fingerprint.is_empty() || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let path = self.key_dir(name).join(format!("{fingerprint}.rev"));
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(VaultError::Io { path, source: e }),
+        }
+    }
+
+    fn put_revocation(&self, name: &KeyName, fingerprint: &str, armored: &str) -> Result<(), VaultError> {
+        let dir = self.key_dir(name);
+        Self::write_new(&dir, &format!("{fingerprint}.rev"), armored.as_bytes())
+    }
 }
 
 #[cfg(test)]

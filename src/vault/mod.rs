@@ -56,6 +56,9 @@ pub enum VaultError {
     Corrupt(String),
     #[error("vault I/O on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// The key has been revoked (`signet keys revoke`): nothing is signed with it any more.
+    #[error("key {key} is revoked ({reason})")]
+    Revoked { key: String, reason: String },
     /// The PKCS#11 token refused (wrong PIN, key missing or not usable): retrying will not help.
     #[error("key {key}: {message}")]
     TokenRefused { key: String, message: String },
@@ -126,6 +129,21 @@ pub trait SealedStore: Send + Sync {
     fn put(&self, record: &SealedKey) -> Result<(), VaultError>;
     /// Makes `fingerprint` the active key of `name`.
     fn set_active(&self, name: &KeyName, fingerprint: &str) -> Result<(), VaultError>;
+    /// The armored revocation signature of key `fingerprint` of `name`, if it is revoked.
+    fn revocation(&self, name: &KeyName, fingerprint: &str) -> Result<Option<String>, VaultError>;
+    /// Stores a revocation; never overwrites one.
+    fn put_revocation(&self, name: &KeyName, fingerprint: &str, armored: &str) -> Result<(), VaultError>;
+}
+
+/// Why a key is revoked (`signet keys revoke --reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RevocationReason {
+    /// A new key replaces it.
+    Superseded,
+    /// Its secret may be known to someone else.
+    Compromised,
+    /// It is no longer used.
+    Retired,
 }
 
 /// What `keys list` shows of a key.
@@ -138,6 +156,8 @@ pub struct KeyInfo {
     pub active: bool,
     /// Where the secret is: `vault` (sealed here) or `pkcs11:TOKEN`.
     pub home: String,
+    /// Revoked by `keys revoke`: never signs again.
+    pub revoked: bool,
 }
 
 /// Sealed keys plus the means to unseal them.
@@ -342,6 +362,7 @@ impl Vault {
             created: record.created,
             active: true,
             home: format!("pkcs11:{}", tk.token),
+            revoked: false,
         })
     }
 
@@ -385,6 +406,7 @@ impl Vault {
             created: record.created,
             active: true,
             home: "vault".into(),
+            revoked: false,
         })
     }
 
@@ -398,6 +420,7 @@ impl Vault {
                     KekInfo::Pkcs11 { token, .. } => format!("pkcs11:{token}"),
                     _ => "vault".into(),
                 };
+                let revoked = self.store.revocation(&name, &r.fingerprint)?.is_some();
                 out.push(KeyInfo {
                     name: r.name.clone(),
                     active: active.as_deref() == Some(r.fingerprint.as_str()),
@@ -405,19 +428,88 @@ impl Vault {
                     algo: r.algo,
                     created: r.created,
                     home,
+                    revoked,
                 });
             }
         }
         Ok(out)
     }
 
-    /// The armored public certificates of every key under `name`.
+    /// The armored public certificates of every key under `name`, each with its revocation
+    /// signature if it is revoked.
     pub fn export(&self, name: &KeyName) -> Result<String, VaultError> {
         let records = self.store.records(name)?;
         if records.is_empty() {
             return Err(VaultError::UnknownKey(name.to_string()));
         }
-        Ok(records.into_iter().map(|r| r.public_key).collect::<Vec<_>>().join(""))
+        let mut out = String::new();
+        for r in records {
+            match self.store.revocation(name, &r.fingerprint)? {
+                None => out.push_str(&r.public_key),
+                Some(rev) => {
+                    let cert = key::parse_certs(r.public_key.as_bytes())?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| VaultError::Corrupt(format!("key {name}: no certificate")))?;
+                    let sig = key::parse_certs_or_signature(rev.as_bytes())?;
+                    let (cert, _) =
+                        cert.insert_packets(sig).map_err(|e| VaultError::Key(KeyError::OpenPgp(e.to_string())))?;
+                    out.push_str(&key::armored_public(&cert)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revokes key `fpr` of `name` with a revocation signature made by that key (locally or
+    /// through its token); returns the signature, armored. Revoking again returns the first.
+    pub fn revoke(
+        &self,
+        name: &KeyName,
+        fpr: &str,
+        reason: RevocationReason,
+        message: &str,
+    ) -> Result<String, VaultError> {
+        use sequoia_openpgp::cert::CertRevocationBuilder;
+        use sequoia_openpgp::types::ReasonForRevocation as R;
+        if let Some(rev) = self.store.revocation(name, fpr)? {
+            return Ok(rev);
+        }
+        let mut key = self.unseal_unchecked(name, fpr)?;
+        let cert = key.public();
+        let code = match reason {
+            RevocationReason::Superseded => R::KeySuperseded,
+            RevocationReason::Compromised => R::KeyCompromised,
+            RevocationReason::Retired => R::KeyRetired,
+        };
+        let sig = key.sign_with(|signer| {
+            CertRevocationBuilder::new().set_reason_for_revocation(code, message.as_bytes())?.build(signer, &cert, None)
+        })?;
+        let armored = String::from_utf8(key::armor_signature(&sig)?)
+            .map_err(|e| VaultError::Key(KeyError::OpenPgp(e.to_string())))?;
+        self.store.put_revocation(name, fpr, &armored)?;
+        Ok(armored)
+    }
+
+    /// Fails with [`VaultError::Revoked`] if key `fpr` of `name` is revoked.
+    pub fn check_not_revoked(&self, name: &KeyName, fpr: &str) -> Result<(), VaultError> {
+        match self.store.revocation(name, fpr)? {
+            None => Ok(()),
+            Some(rev) => {
+                let reason = key::parse_certs_or_signature(rev.as_bytes())
+                    .ok()
+                    .and_then(|sigs| {
+                        sigs.into_iter().find_map(|p| match p {
+                            sequoia_openpgp::Packet::Signature(s) => {
+                                s.reason_for_revocation().map(|(c, m)| format!("{c}: {}", String::from_utf8_lossy(m)))
+                            }
+                            _ => None,
+                        })
+                    })
+                    .unwrap_or_else(|| "no reason given".into());
+                Err(VaultError::Revoked { key: format!("{name} ({fpr})"), reason })
+            }
+        }
     }
 
     /// Makes a new key under an existing name and makes it the active one. The old keys
@@ -460,8 +552,13 @@ impl Vault {
         self.unseal(name, &self.active(name)?)
     }
 
-    /// Unseals key `fpr` of `name`.
+    /// Unseals key `fpr` of `name`, unless it is revoked.
     pub fn unseal(&self, name: &KeyName, fpr: &str) -> Result<SigningKey, VaultError> {
+        self.check_not_revoked(name, fpr)?;
+        self.unseal_unchecked(name, fpr)
+    }
+
+    fn unseal_unchecked(&self, name: &KeyName, fpr: &str) -> Result<SigningKey, VaultError> {
         let record = self
             .store
             .record(name, fpr)?

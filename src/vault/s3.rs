@@ -187,4 +187,17 @@ impl SealedStore for S3SealedStore {
         let key = format!("{}{name}/active", self.prefix);
         self.put_object(&key, format!("{fingerprint}\n").into_bytes(), false)
     }
+
+    fn revocation(&self, name: &KeyName, fingerprint: &str) -> Result<Option<String>, VaultError> {
+        if fingerprint.is_empty() || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let key = format!("{}{name}/{fingerprint}.rev", self.prefix);
+        Ok(self.get_object(&key)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    fn put_revocation(&self, name: &KeyName, fingerprint: &str, armored: &str) -> Result<(), VaultError> {
+        let key = format!("{}{name}/{fingerprint}.rev", self.prefix);
+        self.put_object(&key, armored.as_bytes().to_vec(), true)
+    }
 }

@@ -86,6 +86,7 @@ impl From<VaultError> for Failure {
             VaultError::KmsDenied { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
             // The token said no (wrong PIN, key missing, another key in its place).
             VaultError::TokenRefused { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
+            VaultError::Revoked { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
             // A vault that cannot be read or unsealed is the operator's problem, not the job's:
             // retry, and fail as internal if it does not recover within the horizon.
             other => Failure::Transient(other.to_string()),

@@ -238,6 +238,9 @@ impl<S: ObjectStore + 'static> Worker<S> {
             Some(f) => f.to_owned(),
             None => self.active_fingerprint(job).await?,
         };
+        // On every job, cached key or not: a revocation takes effect with the next job.
+        let (vault, name, f) = (self.vault.clone(), job.key.clone(), fpr.clone());
+        tokio::task::spawn_blocking(move || vault.check_not_revoked(&name, &f)).await.map_err(vault_task)??;
         let unseal = async || {
             let unseal_once = || async {
                 let (vault, name, fpr) = (self.vault.clone(), job.key.clone(), fpr.clone());
