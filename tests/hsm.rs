@@ -212,6 +212,10 @@ fn a_token_that_refuses_fails_the_job_key_unavailable_and_the_worker_goes_on() {
     let label = record(&s.env, "release")["kek"]["label"].as_str().unwrap().to_owned();
     let adopted = ok(hsm.cmd(s.env.signet()).args(["keys", "import", "adopted", "--pkcs11", &label]));
     assert!(adopted.contains("pkcs11:signet-test"), "{adopted}");
+    // Rotating a token key makes the new key in the token too.
+    let rotated = ok(hsm.cmd(s.env.signet()).args(["keys", "rotate", "adopted"]));
+    assert!(rotated.contains("active"), "{rotated}");
+    assert_eq!(record(&s.env, "adopted")["kek"]["kind"], "pkcs11", "rotation left the token");
 
     let fx = s.env.fixtures();
     s.upload("fx/hello-1.0.tar.gz", &fx.join("files/hello-1.0.tar.gz"));

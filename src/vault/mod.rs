@@ -538,6 +538,14 @@ impl Vault {
             .first()
             .and_then(|c| c.userids().next().map(|u| String::from_utf8_lossy(u.userid().value()).into_owned()))
             .unwrap_or_else(|| format!("signet {name} signing key"));
+        // A key in a token is replaced by a new key in the token, never by a vault key.
+        if matches!(current.kek, KekInfo::Pkcs11 { .. }) {
+            let token = self.token()?;
+            let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+            let label = format!("signet-{name}-{}", stamp.replace([':', '-'], ""));
+            let tk = token.generate(&label, algo).map_err(|e| token_error(name.as_str(), e))?;
+            return self.adopt(name, &uid, &token, tk);
+        }
         let cert = key::generate(algo, &uid, SystemTime::now())?;
         self.store_new(name, cert, &algo.to_string())
     }
