@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::stack::Stack;
@@ -165,7 +165,7 @@ fn token_key_signs_every_format(algo: &str) {
 
     // Revoked through the token: the export carries the revocation, gpg shows the key
     // revoked, and the worker refuses the key from the next job.
-    revoke_and_check(&s, &hsm, "release", &rec["fingerprint"].as_str().unwrap().to_owned(), "hsm-2");
+    revoke_and_check(&s, &hsm, "release", rec["fingerprint"].as_str().unwrap(), "hsm-2");
 }
 
 /// Revokes `name`'s key `fpr`, checks gpg sees it revoked, and that job `job_id` with it
@@ -238,5 +238,4 @@ fn a_token_that_refuses_fails_the_job_key_unavailable_and_the_worker_goes_on() {
     // A vault key revoked while the worker holds it unsealed is refused at the next job.
     let fpr = ev.unwrap().data.key_fingerprint.unwrap();
     revoke_and_check(&s, &hsm, "local", &fpr, "vault-key-2");
-    let _ = Path::new("");
 }
