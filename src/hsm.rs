@@ -108,6 +108,7 @@ struct Pooled<'a> {
 impl std::ops::Deref for Pooled<'_> {
     type Target = Session;
     fn deref(&self) -> &Session {
+        // `session` is `Some` from construction until `drop` takes it: never `None` here.
         self.session.as_ref().expect("a pooled session")
     }
 }

@@ -28,13 +28,7 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 if json {
                     println!("{}", serde_json::to_string(&k)?);
                 } else {
-                    let state = if k.revoked {
-                        "revoked"
-                    } else if k.active {
-                        "active"
-                    } else {
-                        "retired"
-                    };
+                    let state = state(&k);
                     println!(
                         "{:<20} {}  {:<8} {:<7} {}",
                         k.name,
@@ -60,13 +54,7 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             let armored = vault.export(&name)?;
             let certs = key::parse_certs(armored.as_bytes())?;
             for k in vault.list()?.into_iter().filter(|k| k.name == name.as_str()) {
-                let state = if k.revoked {
-                    "revoked"
-                } else if k.active {
-                    "active"
-                } else {
-                    "retired"
-                };
+                let state = state(&k);
                 eprintln!("{name}  {}  ({state}, {})", grouped_fingerprint(&k.fingerprint), k.algo);
             }
             let write = |bytes: &[u8]| -> anyhow::Result<()> {
@@ -124,4 +112,15 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `keys list` and exports say of a key: revoked, active or retired.
+fn state(k: &crate::vault::KeyInfo) -> &'static str {
+    if k.revoked {
+        "revoked"
+    } else if k.active {
+        "active"
+    } else {
+        "retired"
+    }
 }
