@@ -86,6 +86,22 @@ rmq_start() {
         release_lock 9
         return 0
     fi
+    # A broker that accepts the connection but is slow to answer (a busy host,
+    # a node still booting) is asked again until the start-up timeout.
+    if [ $rc -eq 3 ]; then
+        local busy_deadline=$((SECONDS + SIGNET_RABBITMQ_TIMEOUT))
+        log "something on 127.0.0.1:$SIGNET_AMQP_PORT accepts connections but has not answered AMQP yet; waiting up to ${SIGNET_RABBITMQ_TIMEOUT}s"
+        while [ $rc -eq 3 ] && [ $SECONDS -lt $busy_deadline ]; do
+            sleep 2
+            rc=0
+            amqp_probe 2>/dev/null || rc=$?
+        done
+        if [ $rc -eq 0 ]; then
+            log "RabbitMQ answers AMQP on 127.0.0.1:$SIGNET_AMQP_PORT after $((SECONDS + SIGNET_RABBITMQ_TIMEOUT - busy_deadline))s, reusing it"
+            release_lock 9
+            return 0
+        fi
+    fi
     if [ $rc -ne 1 ] && ! ours_running; then
         amqp_probe || true
         die "port $SIGNET_AMQP_PORT is in use but does not accept AMQP guest/guest; set SIGNET_AMQP_PORT"

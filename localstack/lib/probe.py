@@ -8,7 +8,9 @@
                                              all BUCKETs exist
 
 Exit codes: 0 ok, 1 nothing listening / connection refused,
-            2 something listens but is not what we want (reason on stderr).
+            2 something listens but is not what we want (reason on stderr),
+            3 something listens but did not answer in time (a busy or
+              booting server: worth asking again).
 """
 import http.client
 import re
@@ -23,6 +25,10 @@ TIMEOUT = 3.0
 
 
 class NotWanted(Exception):
+    pass
+
+
+class TooSlow(Exception):
     pass
 
 
@@ -90,7 +96,9 @@ def amqp(port, user="guest", password="guest", vhost="/"):
     with socket.create_connection((HOST, int(port)), timeout=TIMEOUT) as sock:
         try:
             _amqp_session(sock, user, password, vhost)
-        except (ConnectionError, socket.timeout) as e:  # after connect: not refused
+        except socket.timeout as e:  # after connect: busy, not refused
+            raise TooSlow("%s: %s" % (type(e).__name__, e))
+        except ConnectionError as e:  # after connect: not refused
             raise NotWanted("%s: %s" % (type(e).__name__, e))
 
 
@@ -99,7 +107,7 @@ def _amqp_session(sock, user, password, vhost):
     try:
         _expect(sock, (10, 10))  # connection.start
     except socket.timeout:
-        raise NotWanted("no AMQP banner (timeout)")
+        raise TooSlow("no AMQP banner within %.0f s" % TIMEOUT)
     response = b"\x00" + user.encode() + b"\x00" + password.encode()
     _send_method(sock, 10, 11,  # connection.start-ok
                  _longstr(b"") + _shortstr("PLAIN") + _longstr(response) + _shortstr("en_US"))
@@ -163,7 +171,10 @@ def main(argv):
             return 1
         print("probe %s %s: %s" % (argv[1], argv[2], e), file=sys.stderr)
         return 2
-    except (NotWanted, socket.timeout, OSError) as e:
+    except (TooSlow, socket.timeout) as e:
+        print("probe %s %s: %s" % (argv[1], argv[2], e), file=sys.stderr)
+        return 3
+    except (NotWanted, OSError) as e:
         print("probe %s %s: %s" % (argv[1], argv[2], e), file=sys.stderr)
         return 2
 
