@@ -53,7 +53,7 @@ fn corrupt_rpm_header_is_rejected() {
     bad[at + 2] ^= 0x20;
     let p = env.path("bad.rpm");
     fs::write(&p, &bad).unwrap();
-    sign_fails_cleanly(&env, "k", &[p.clone()], "corrupt");
+    sign_fails_cleanly(&env, "k", std::slice::from_ref(&p), "corrupt");
 
     // A hostile header: index count far beyond rpm's limits.
     let mut hostile = good;
@@ -95,7 +95,7 @@ fn deb_with_members_missing_or_out_of_order_is_rejected() {
     ];
     for (name, members, needle) in cases {
         let deb = ar_archive(&env, name, &members);
-        sign_fails_cleanly(&env, "k", &[deb.clone()], needle);
+        sign_fails_cleanly(&env, "k", std::slice::from_ref(&deb), needle);
         // Forced as a DEB, the same.
         let out = env.path("out");
         let msg = fails(env.signet().args(["sign", "--key", "k", "--format", "deb", "--out"]).arg(&out).arg(&deb));
@@ -164,7 +164,7 @@ fn unreadable_vault_is_a_clear_error() {
         .find(|p| p.extension().is_some_and(|e| e == "json"))
         .unwrap();
     fs::write(&record, b"{ this is not json").unwrap();
-    sign_fails_cleanly(&env, "k", &[f.clone()], "vault record corrupt");
+    sign_fails_cleanly(&env, "k", std::slice::from_ref(&f), "vault record corrupt");
     // A vault that is a file, not a directory.
     fs::write(env.path("notadir"), b"x").unwrap();
     let msg = fails(
