@@ -5,6 +5,8 @@
 #
 # Env: SIGNET_S3_PORT (default 5000), SIGNET_STACK_DIR (default /var/tmp/signet-stack),
 #      SIGNET_MOTO_SPEC (pip requirement, default 'moto[server]>=5,<6').
+# moto is installed with one small patch, patches/moto-kms-sign-digest.py: KMS Sign
+# with MessageType=DIGEST signs the digest as given (moto 5.2 hashes it again).
 # Files: $SIGNET_STACK_DIR/venv, s3-<port>.pid, s3-<port>.log
 #
 # moto keeps everything in memory: stopping the server loses all buckets and
@@ -22,10 +24,12 @@ set -euo pipefail
 PIDFILE="$SIGNET_STACK_DIR/s3-$SIGNET_S3_PORT.pid"
 LOGFILE="$SIGNET_STACK_DIR/s3-$SIGNET_S3_PORT.log"
 : "${SIGNET_S3_TIMEOUT:=30}"
+MOTO_PATCH_MARK="patched: kms-sign-digest"
 
 venv_ok() {
     [ -x "$SIGNET_VENV/bin/moto_server" ] && [ -f "$SIGNET_VENV/.signet-spec" ] &&
         [ "$(head -n1 "$SIGNET_VENV/.signet-spec")" = "$SIGNET_MOTO_SPEC" ] &&
+        grep -qx "$MOTO_PATCH_MARK" "$SIGNET_VENV/.signet-spec" &&
         "$SIGNET_VENV/bin/python" -c '' 2>/dev/null
 }
 
@@ -49,8 +53,12 @@ ensure_venv() {
     log "pip install '$SIGNET_MOTO_SPEC' boto3 into $SIGNET_VENV (takes a while the first time)"
     "$SIGNET_VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
         "$SIGNET_MOTO_SPEC" 'boto3>=1.34' 'jsonschema>=4.18' 'pika>=1.3' >&2 || die "pip install failed"
+    # moto 5.2 hashes the digest of a KMS Sign with MessageType=DIGEST again; this small
+    # patch (see the file) makes it sign the digest as AWS KMS does.
+    "$SIGNET_VENV/bin/python" "$LOCALSTACK_DIR/patches/moto-kms-sign-digest.py" ||
+        die "cannot patch moto's KMS Sign (localstack/patches/moto-kms-sign-digest.py)"
     {
-        printf '%s\n' "$SIGNET_MOTO_SPEC"
+        printf '%s\n' "$SIGNET_MOTO_SPEC" "$MOTO_PATCH_MARK"
         "$SIGNET_VENV/bin/python" -c 'import moto, boto3; print("moto", moto.__version__, "boto3", boto3.__version__)'
     } >"$SIGNET_VENV/.signet-spec.tmp"
     mv "$SIGNET_VENV/.signet-spec.tmp" "$SIGNET_VENV/.signet-spec"

@@ -117,6 +117,10 @@ pub struct WorkerArgs {
     /// Jobs processed at once (the consumer prefetch).
     #[arg(long, env = "SIGNET_CONCURRENCY", default_value_t = 2)]
     pub concurrency: u16,
+    /// Artifacts of one job signed at once (0: one per core for a vault key, at least 8
+    /// for a token or KMS key, whose signatures wait on a round trip).
+    #[arg(long, env = "SIGNET_SIGN_THREADS", default_value_t = 0)]
+    pub sign_threads: usize,
     /// Deliveries after which a job that never finished (each delivery cut off by a worker
     /// crash or a lost connection) is failed as `internal` and dead-lettered. Transient
     /// failures do not count: see --retry-horizon.
@@ -253,8 +257,9 @@ pub enum KeysCommand {
         name: KeyName,
         #[arg(long, value_enum, default_value_t = Algo::Ed25519)]
         algo: Algo,
-        /// Where the secret key lives: `vault` (sealed here) or `pkcs11` (made in the token
-        /// SIGNET_PKCS11_MODULE / SIGNET_PKCS11_TOKEN / SIGNET_PKCS11_PIN_FILE name).
+        /// Where the secret key lives: `vault` (sealed here), `pkcs11` (made in the token
+        /// SIGNET_PKCS11_MODULE / SIGNET_PKCS11_TOKEN / SIGNET_PKCS11_PIN_FILE name) or `kms`
+        /// (an asymmetric AWS KMS key, at SIGNET_KMS_ENDPOINT if set).
         #[arg(long = "in", value_enum, default_value_t = KeyHome::Vault)]
         home: KeyHome,
         /// User ID, e.g. "Example Release Signing <release@example.org>".
@@ -318,16 +323,21 @@ pub enum KeysCommand {
         vault: VaultArgs,
     },
     /// Import an armored or binary secret key (e.g. from `gpg --export-secret-keys`), or
-    /// adopt a key pair already in the PKCS#11 token (`--pkcs11 LABEL`).
+    /// adopt a key pair already in the PKCS#11 token (`--pkcs11 LABEL`) or an asymmetric
+    /// AWS KMS key (`--kms KEY_ID`).
     /// A passphrase-protected key is unlocked with SIGNET_IMPORT_PASSPHRASE_FILE.
     Import {
         name: KeyName,
-        #[arg(required_unless_present = "pkcs11", conflicts_with = "pkcs11")]
+        #[arg(required_unless_present_any = ["pkcs11", "kms"], conflicts_with_all = ["pkcs11", "kms"])]
         file: Option<PathBuf>,
         /// The CKA_LABEL of a key pair in the token (RSA >= 3072 or Ed25519).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kms")]
         pkcs11: Option<String>,
-        /// User ID of the certificate made for a token key.
+        /// The id, ARN or alias of a SIGN_VERIFY KMS key (RSA_4096, RSA_3072 or
+        /// ECC_NIST_EDWARDS25519; ECDSA keys are refused, rpm cannot import them).
+        #[arg(long)]
+        kms: Option<String>,
+        /// User ID of the certificate made for a token or KMS key.
         #[arg(long)]
         uid: Option<String>,
         #[arg(long, env = "SIGNET_IMPORT_PASSPHRASE_FILE")]
@@ -342,6 +352,7 @@ pub enum KeysCommand {
 pub enum KeyHome {
     Vault,
     Pkcs11,
+    Kms,
 }
 
 /// What `keys export` writes.
@@ -367,6 +378,10 @@ pub struct SignArgs {
     /// Job id recorded in the manifest (default: a random one).
     #[arg(long)]
     pub job_id: Option<String>,
+    /// Files signed at once (0: one per core for a vault key, at least 8 for a token or
+    /// KMS key).
+    #[arg(long, env = "SIGNET_SIGN_THREADS", default_value_t = 0)]
+    pub threads: usize,
     #[command(flatten)]
     pub vault: VaultArgs,
     /// Files to sign.

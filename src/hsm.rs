@@ -21,7 +21,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
-use crate::key::Algo;
+use crate::key::{Algo, PublicMaterial};
 
 /// DER of the OID 1.3.101.112 (id-Ed25519, RFC 8410), as `CKA_EC_PARAMS`: what SoftHSM2
 /// and most tokens take (PKCS#11 3.0 also allows the printable string `edwards25519`).
@@ -76,12 +76,6 @@ pub struct TokenKey {
     pub label: String,
     /// `CKA_ID`, hex.
     pub id: String,
-}
-
-/// A public key read from a token.
-pub enum PublicKey {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    Ed25519([u8; 32]),
 }
 
 /// An open token: the module, the slot, the PIN, and a pool of logged-in sessions.
@@ -244,7 +238,7 @@ impl Token {
     }
 
     /// The public half of `key`.
-    pub fn public_key(&self, key: &TokenKey) -> Result<PublicKey, TokenError> {
+    pub fn public_key(&self, key: &TokenKey) -> Result<PublicMaterial, TokenError> {
         let s = self.session()?;
         let t = [Attribute::Id(Self::id_of(key)?), Attribute::Class(ObjectClass::PUBLIC_KEY)];
         let handle = *s
@@ -275,7 +269,7 @@ impl Token {
         }
         match kt {
             Some(KeyType::RSA) => match (n, e) {
-                (Some(n), Some(e)) => Ok(PublicKey::Rsa { n, e }),
+                (Some(n), Some(e)) => Ok(PublicMaterial::Rsa { n, e }),
                 _ => Err(TokenError::Refused("RSA public key without modulus or exponent".into())),
             },
             Some(KeyType::EC_EDWARDS) => {
@@ -286,7 +280,7 @@ impl Token {
                     raw if raw.len() == 32 => raw,
                     _ => return Err(TokenError::Refused("CKA_EC_POINT is not an Ed25519 point".into())),
                 };
-                Ok(PublicKey::Ed25519(raw.try_into().map_err(|_| TokenError::Refused("bad point".into()))?))
+                Ok(PublicMaterial::Ed25519(raw.try_into().map_err(|_| TokenError::Refused("bad point".into()))?))
             }
             other => Err(TokenError::Refused(format!("key type {other:?} cannot sign OpenPGP packages here"))),
         }

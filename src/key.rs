@@ -39,12 +39,25 @@ pub enum KeyError {
     WrongImportPassphrase { fingerprint: String },
     #[error("unsupported key: {0}")]
     Unsupported(String),
+    /// The token or KMS holding the key refused to sign (key disabled, deleted, access
+    /// denied): retrying will not help.
+    #[error("the key's signer refused: {0}")]
+    RemoteRefused(String),
+    /// The token or KMS did not answer (throttled, faulting, unreachable) even after retries.
+    #[error("the key's signer is unavailable: {0}")]
+    RemoteUnavailable(String),
     #[error("OpenPGP error: {0}")]
     OpenPgp(String),
 }
 
+/// sequoia's error as ours; a remote signer's failure, wherever sequoia passed it on, keeps
+/// its kind.
 fn pgp_err(e: anyhow::Error) -> KeyError {
-    KeyError::OpenPgp(e.to_string())
+    match e.chain().find_map(|c| c.downcast_ref::<RemoteError>()) {
+        Some(RemoteError::Refused(m)) => KeyError::RemoteRefused(m.clone()),
+        Some(RemoteError::Unavailable(m)) => KeyError::RemoteUnavailable(m.clone()),
+        None => KeyError::OpenPgp(e.to_string()),
+    }
 }
 
 /// The algorithms `signet keys generate` offers.
@@ -130,7 +143,84 @@ fn self_signature(
 pub trait RemoteSigner: Send + Sync + fmt::Debug {
     /// Signs `digest`, the `hash` of the data to sign, and returns the signature's values
     /// (RSA: `s`; EdDSA: `r`, `s`).
-    fn sign_digest(&self, hash: HashAlgorithm, digest: &[u8]) -> anyhow::Result<mpi::Signature>;
+    fn sign_digest(&self, hash: HashAlgorithm, digest: &[u8]) -> Result<mpi::Signature, RemoteError>;
+}
+
+/// How a [`RemoteSigner`] failed: a refusal (permanent) or an outage (may pass).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The OpenPGP values of a raw signature from a token or KMS: RSA's `s`, or Ed25519's
+/// 64 bytes `R || S`.
+pub fn signature_values(rsa: bool, raw: &[u8]) -> Result<mpi::Signature, RemoteError> {
+    if rsa {
+        return Ok(mpi::Signature::RSA { s: mpi::MPI::new(raw) });
+    }
+    if raw.len() != 64 {
+        return Err(RemoteError::Refused(format!("a {}-byte EdDSA signature (want 64)", raw.len())));
+    }
+    Ok(mpi::Signature::EdDSA { r: mpi::MPI::new(&raw[..32]), s: mpi::MPI::new(&raw[32..]) })
+}
+
+/// A public key as a token or KMS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicMaterial {
+    /// RSA modulus and exponent, big-endian.
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    Ed25519([u8; 32]),
+}
+
+impl PublicMaterial {
+    /// Reads a DER SubjectPublicKeyInfo (what KMS `GetPublicKey` returns): RSA or Ed25519.
+    pub fn from_spki(der: &[u8]) -> Result<Self, String> {
+        use spki::der::{Decode, Reader, SliceReader, asn1::UintRef};
+        let info = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|e| format!("not a public key: {e}"))?;
+        let bits = info.subject_public_key.as_bytes().ok_or("a public key that is not whole bytes")?;
+        match info.algorithm.oid.to_string().as_str() {
+            // rsaEncryption: RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+            "1.2.840.113549.1.1.1" => {
+                let mut r = SliceReader::new(bits).map_err(|e| e.to_string())?;
+                let (n, e) = r
+                    .sequence(|r| {
+                        Ok((UintRef::decode(r)?.as_bytes().to_vec(), UintRef::decode(r)?.as_bytes().to_vec()))
+                    })
+                    .map_err(|e| format!("bad RSA public key: {e}"))?;
+                Ok(PublicMaterial::Rsa { n, e })
+            }
+            // id-Ed25519 (RFC 8410): the 32-byte point itself.
+            "1.3.101.112" => {
+                Ok(PublicMaterial::Ed25519(bits.try_into().map_err(|_| "an Ed25519 key of the wrong size")?))
+            }
+            "1.2.840.10045.2.1" => {
+                Err("an ECDSA key: rpm 4.18 cannot import ECDSA OpenPGP keys (use RSA or Ed25519)".into())
+            }
+            other => Err(format!("public key algorithm {other} cannot make OpenPGP signatures here")),
+        }
+    }
+
+    /// The OpenPGP v4 primary key made at `created`, and signet's name for its algorithm.
+    pub fn to_key(&self, created: SystemTime) -> Result<(Key<PublicParts, PrimaryRole>, String), KeyError> {
+        Ok(match self {
+            PublicMaterial::Rsa { n, e } => {
+                let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
+                if bits < 3072 {
+                    return Err(KeyError::Unsupported(format!("RSA-{bits} is too small (need 3072 or more)")));
+                }
+                (Key4::import_public_rsa(e, n, created).map_err(pgp_err)?.into(), format!("rsa{bits}"))
+            }
+            PublicMaterial::Ed25519(q) => {
+                (Key4::import_public_ed25519(q, created).map_err(pgp_err)?.into(), "ed25519".into())
+            }
+        })
+    }
 }
 
 /// sequoia's signer over a [`RemoteSigner`].
@@ -150,7 +240,7 @@ impl openpgp::crypto::Signer for Remote {
     }
 
     fn sign(&mut self, hash_algo: HashAlgorithm, digest: &[u8]) -> openpgp::Result<mpi::Signature> {
-        self.signer.sign_digest(hash_algo, digest)
+        Ok(self.signer.sign_digest(hash_algo, digest)?)
     }
 }
 

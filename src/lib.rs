@@ -34,6 +34,7 @@ pub mod harden;
 pub mod hsm;
 pub mod job;
 pub mod key;
+pub mod kms;
 pub mod logging;
 pub mod observe;
 pub mod policy;

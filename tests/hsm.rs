@@ -72,16 +72,6 @@ fn record(env: &Env, name: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join(format!("{}.json", active.trim()))).unwrap()).unwrap()
 }
 
-fn job(s: &Stack, id: &str, prefix: &str, artifacts: &[(&str, &str)]) -> Vec<u8> {
-    let arts: Vec<_> =
-        artifacts.iter().map(|(k, f)| serde_json::json!({"bucket": s.input, "key": k, "format": f})).collect();
-    serde_json::to_vec(&serde_json::json!({
-        "job_id": id, "key": "release", "artifacts": arts,
-        "output": {"bucket": s.output, "prefix": prefix},
-    }))
-    .unwrap()
-}
-
 fn token_key_signs_every_format(algo: &str) {
     let s = Stack::new();
     let hsm = Hsm::new(&s.env);
@@ -104,59 +94,10 @@ fn token_key_signs_every_format(algo: &str) {
     assert!(token.is_locked_in(&tk).unwrap(), "the token key is extractable or not sensitive");
     drop(token);
 
-    let fx = s.env.fixtures();
-    for (k, f) in [
-        ("fx/hello-1.0-1.noarch.rpm", "rpm/hello-1.0-1.noarch.rpm"),
-        ("fx/hello_1.0_all.deb", "deb/hello_1.0_all.deb"),
-        ("fx/hello-1.0.tar.gz", "files/hello-1.0.tar.gz"),
-        ("fx/dists/stable/Release", "apt/Release"),
-    ] {
-        s.upload(k, &fx.join(f));
-    }
     let mut env: Vec<(&str, String)> = hsm.env();
     env.push(("RUST_LOG", "trace".into()));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let w = s.worker(1, &env_refs);
-    s.publish_raw(
-        &job(
-            &s,
-            "hsm-1",
-            "hsm/",
-            &[
-                ("fx/hello-1.0-1.noarch.rpm", "auto"),
-                ("fx/hello_1.0_all.deb", "auto"),
-                ("fx/hello-1.0.tar.gz", "detached"),
-                ("fx/dists/stable/Release", "apt-release"),
-            ],
-        ),
-        "hsm-1",
-    );
-    let evs = s.wait_events(120, "hsm-1 to end", |e| e.iter().any(|e| e.data.job_id == "hsm-1"));
-    let ev = evs.iter().find(|e| e.data.job_id == "hsm-1").unwrap();
-    assert!(ev.succeeded(), "{ev:#?}");
-
-    // Every output, checked by the real verifiers.
-    let out = s.env.path("out");
-    std::fs::create_dir_all(&out).unwrap();
-    for key in s.output_keys("hsm/") {
-        let name = key.trim_start_matches("hsm/");
-        std::fs::copy(s.download(&s.output, &key), out.join(name)).unwrap();
-    }
-    let p = |n: &str| out.join(n);
-    accepts("verify_rpm", &[&cert, &p("hello-1.0-1.noarch.rpm")]);
-    accepts("verify_deb", &[&cert, &p("hello_1.0_all.deb")]);
-    accepts("verify_gpg", &[&cert, &p("hello-1.0.tar.gz.asc"), &p("hello-1.0.tar.gz")]);
-    accepts("verify_sqv", &[&cert, &p("SHA256SUMS.asc"), &p("SHA256SUMS")]);
-    accepts("verify_gpg", &[&cert, &p("InRelease")]);
-    accepts("verify_sha256sums", &[&out]);
-    let apt = fx.join("apt");
-    std::fs::copy(p("InRelease"), apt.join("InRelease")).unwrap();
-    accepts("verify_apt_repo", &[&cert, &apt]);
-    // Tampered copies fail.
-    let bad = tampered(&p("hello-1.0-1.noarch.rpm"), &s.env.path("bad.rpm"), -1);
-    rejects("verify_rpm", &[&cert, &bad]);
-    let bad = tampered(&p("hello-1.0.tar.gz"), &s.env.path("bad.tar.gz"), 10);
-    rejects("verify_gpg", &[&cert, &p("hello-1.0.tar.gz.asc"), &bad]);
+    let w = s.sign_every_format_and_verify("hsm-1", &env_refs, &cert);
 
     // The PIN appears nowhere in the worker's trace-level log.
     let log = w.log_text();
@@ -165,26 +106,7 @@ fn token_key_signs_every_format(algo: &str) {
 
     // Revoked through the token: the export carries the revocation, gpg shows the key
     // revoked, and the worker refuses the key from the next job.
-    revoke_and_check(&s, &hsm, "release", rec["fingerprint"].as_str().unwrap(), "hsm-2");
-}
-
-/// Revokes `name`'s key `fpr`, checks gpg sees it revoked, and that job `job_id` with it
-/// fails `key_unavailable` saying so.
-fn revoke_and_check(s: &Stack, hsm: &Hsm, name: &str, fpr: &str, job_id: &str) {
-    ok(hsm.cmd(s.env.signet()).args(["keys", "revoke", name, fpr, "--reason", "compromised", "--message", "test"]));
-    assert!(ok(s.env.signet().args(["keys", "list"])).contains("revoked"));
-    let exported = s.env.export(name);
-    let home = s.env.path(&format!("gnupg-{name}"));
-    std::fs::create_dir_all(&home).unwrap();
-    ok(Command::new("chmod").arg("700").arg(&home));
-    ok(Command::new("gpg").arg("--homedir").arg(&home).args(["--batch", "--import"]).arg(&exported));
-    let keys = ok(Command::new("gpg").arg("--homedir").arg(&home).args(["--with-colons", "--list-keys"]));
-    assert!(keys.lines().any(|l| l.starts_with("pub:r:")), "gpg does not show the key revoked:\n{keys}");
-    let (code, ev) = s.submit_wait(job_id, name, &format!("{job_id}/"), &["fx/hello-1.0.tar.gz"]);
-    let ev = ev.expect("an event");
-    let err = ev.data.error.as_ref().expect("a failure");
-    assert_eq!((code, err.code.as_str()), (1, "key_unavailable"), "{ev:#?}");
-    assert!(err.message.contains("revoked"), "{ev:#?}");
+    s.revoke_and_check(hsm.cmd(s.env.signet()), "release", rec["fingerprint"].as_str().unwrap(), "hsm-2");
 }
 
 fn key_material_free(armored: &str) -> bool {
@@ -237,5 +159,5 @@ fn a_token_that_refuses_fails_the_job_key_unavailable_and_the_worker_goes_on() {
     assert!(s.output_keys("wrong/").is_empty());
     // A vault key revoked while the worker holds it unsealed is refused at the next job.
     let fpr = ev.unwrap().data.key_fingerprint.unwrap();
-    revoke_and_check(&s, &hsm, "local", &fpr, "vault-key-2");
+    s.revoke_and_check(hsm.cmd(s.env.signet()), "local", &fpr, "vault-key-2");
 }

@@ -232,3 +232,51 @@ fn digest(path: &Path) -> (String, u64) {
     let b = fs::read(path).unwrap();
     (hex::encode(Sha256::digest(&b)), b.len() as u64)
 }
+
+#[test]
+fn a_batch_signed_on_several_threads_keeps_its_order_and_fails_whole() {
+    let env = Env::new();
+    let cert = env.generate("release", "ed25519");
+    let fx = env.fixtures();
+    // Sixteen artifacts of every kind, interleaved so that the threads finish out of order.
+    let mut files = Vec::new();
+    for i in 0..4 {
+        for (src, name) in [
+            ("rpm/hello-1.0-1.noarch.rpm", format!("hello-{i}.rpm")),
+            ("deb/hello_1.0_all.deb", format!("hello-{i}.deb")),
+            ("files/hello-1.0.tar.gz", format!("hello-{i}.tar.gz")),
+            ("rpmrepo/repodata/repomd.xml", format!("repomd-{i}.xml")),
+        ] {
+            let p = env.path(&format!("in/{name}"));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::copy(fx.join(src), &p).unwrap();
+            files.push(p);
+        }
+    }
+    let out = env.path("out");
+    ok(env.signet().args(["sign", "--key", "release", "--threads", "4", "--out"]).arg(&out).args(&files));
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let order: Vec<&str> =
+        manifest["artifacts"].as_array().unwrap().iter().map(|a| a["input"]["name"].as_str().unwrap()).collect();
+    let want: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(order, want, "the manifest does not list the artifacts in the order given");
+    accepts("verify_sha256sums", &[&out]);
+    for i in 0..4 {
+        accepts("verify_rpm", &[&cert, &out.join(format!("hello-{i}.rpm"))]);
+        accepts("verify_deb", &[&cert, &out.join(format!("hello-{i}.deb"))]);
+        accepts(
+            "verify_gpg",
+            &[&cert, &out.join(format!("hello-{i}.tar.gz.asc")), &out.join(format!("hello-{i}.tar.gz"))],
+        );
+    }
+
+    // One corrupt RPM in the middle fails the whole batch, naming it, and leaves nothing.
+    let bad = env.path("in/hello-2.rpm");
+    let mut bytes = fs::read(&bad).unwrap();
+    bytes.truncate(200);
+    fs::write(&bad, bytes).unwrap();
+    let out2 = env.path("out2");
+    let err = fails(env.signet().args(["sign", "--key", "release", "--threads", "4", "--out"]).arg(&out2).args(&files));
+    assert!(err.contains("hello-2.rpm"), "{err}");
+    assert!(listing(&out2).is_empty(), "a failed batch left {:?}", listing(&out2));
+}

@@ -20,6 +20,7 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             let info = match home {
                 KeyHome::Vault => vault.generate(&name, algo, &uid)?,
                 KeyHome::Pkcs11 => vault.generate_in_token(&name, algo, &uid)?,
+                KeyHome::Kms => vault.generate_in_kms(&name, algo, &uid)?,
             };
             println!("{} {} {} {}", info.name, info.fingerprint, info.algo, info.home);
         }
@@ -92,7 +93,12 @@ pub(super) fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             let info = open_vault(&vault)?.import_from_token(&name, &label, &uid)?;
             println!("{} {} {} {}", info.name, info.fingerprint, info.algo, info.home);
         }
-        KeysCommand::Import { file: None, .. } => anyhow::bail!("give a key FILE or --pkcs11 LABEL"),
+        KeysCommand::Import { name, file: None, kms: Some(key_id), uid, vault, .. } => {
+            let uid = uid.unwrap_or_else(|| format!("signet {name} signing key"));
+            let info = open_vault(&vault)?.import_from_kms(&name, &key_id, &uid)?;
+            println!("{} {} {} {}", info.name, info.fingerprint, info.algo, info.home);
+        }
+        KeysCommand::Import { file: None, .. } => anyhow::bail!("give a key FILE, --pkcs11 LABEL or --kms KEY_ID"),
         KeysCommand::Import { name, file: Some(file), import_passphrase_file, vault, .. } => {
             let bytes =
                 Zeroizing::new(std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?);

@@ -42,6 +42,7 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
         key_name: args.key.to_string(),
         time: SystemTime::now(),
         approvals: Vec::new(),
+        parallel: if args.threads == 0 { sign::parallelism(&key) } else { args.threads },
     };
     let batch = sign::sign_batch(&mut key, &artifacts, &ctx, staging.path())?;
     sign::commit_to_dir(staging.path(), &batch, &args.out)?;

@@ -78,6 +78,7 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         source,
         retry: WorkerConfig::default_retry(),
         key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
+        sign_threads: args.sign_threads,
         exit_when_idle: args.exit_when_idle.map(Duration::from_secs),
         max_jobs: args.max_jobs,
         approvals,

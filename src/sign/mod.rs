@@ -19,6 +19,8 @@ pub mod rpmhdr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -195,6 +197,16 @@ pub struct BatchContext {
     pub time: SystemTime,
     /// The approvers this run signs on the word of (recorded in the manifest).
     pub approvals: Vec<String>,
+    /// How many artifacts are signed at once (at least 1): see [`parallelism`].
+    pub parallel: usize,
+}
+
+/// How many artifacts of a batch to sign at once when the operator has not said: one per
+/// core for a key in this process (signing is CPU work), more for a token or KMS key,
+/// whose signatures are mostly waiting for a round trip.
+pub fn parallelism(key: &SigningKey) -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if key.is_local() { cores } else { cores.max(8) }
 }
 
 /// A writer that counts and hashes what passes through.
@@ -298,88 +310,50 @@ pub fn sign_batch(
         }
     }
 
+    // The artifacts are independent: sign them on up to `ctx.parallel` threads, each with
+    // its own handle on the key, and keep the batch order in what comes back. The first
+    // failure (in batch order) stops the batch; the staging directory is discarded.
+    let threads = ctx.parallel.clamp(1, artifacts.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let slots: Vec<Mutex<Option<Result<Signed, SignError>>>> = artifacts.iter().map(|_| Mutex::new(None)).collect();
+    let work = |key: &mut SigningKey| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= artifacts.len() || failed.load(Ordering::Relaxed) {
+            break;
+        }
+        let r = sign_one(&stage, key, &checker, i, &artifacts[i], formats[i], time);
+        if r.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    };
+    if threads == 1 {
+        work(key);
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let mut k = key.clone();
+                let work = &work;
+                scope.spawn(move || work(&mut k));
+            }
+        });
+    }
     let mut outputs = Vec::new();
     let mut records = Vec::new();
-    for (i, (a, format)) in artifacts.iter().zip(formats).enumerate() {
-        let (in_sha, in_size) = match &a.digest {
-            Some(d) => d.clone(),
-            None => digest_file(&a.path)?,
-        };
-        let mut input = BufReader::with_capacity(256 * 1024, File::open(&a.path)?);
-        let mut record = ArtifactRecord {
-            source: a.source.clone(),
-            format,
-            input: FileDigest { name: a.name.clone(), sha256: in_sha, size: in_size },
-            outputs: Vec::new(),
-            package: None,
-            replaced_signatures: Vec::new(),
-        };
-        let mut add = |name: &str, (sha256, size): (String, u64), record: &mut ArtifactRecord| {
-            record.outputs.push(FileDigest { name: name.to_owned(), sha256: sha256.clone(), size });
-            outputs.push(Output { name: name.to_owned(), sha256, size, format, artifact: i });
-        };
-        let with_name = |e: SignError| match e {
-            SignError::Invalid(message) => SignError::InvalidArtifact { artifact: a.source.clone(), message },
-            other => other,
-        };
-        match format {
-            Format::Rpm => {
-                let mut w = stage.create(&a.name)?;
-                let signed = rpm::sign(&mut input, &mut w, key, time).map_err(with_name)?;
-                let digest = Stage::close(w)?;
-                rpm::verify(&mut stage.open(&a.name)?, &checker, false).map_err(self_check(&a.name))?;
-                record.package = Some(signed.nevra);
-                record.replaced_signatures = signed.replaced;
-                add(&a.name, digest, &mut record);
+    for slot in slots {
+        match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(Ok(signed)) => {
+                outputs.extend(signed.outputs);
+                records.push(signed.record);
             }
-            Format::Deb => {
-                let mut w = stage.create(&a.name)?;
-                let signed = deb::sign(&mut input, &mut w, key, time).map_err(with_name)?;
-                let digest = Stage::close(w)?;
-                deb::verify(&mut stage.open(&a.name)?, &checker).map_err(self_check(&a.name))?;
-                record.replaced_signatures = signed.replaced;
-                add(&a.name, digest, &mut record);
-            }
-            Format::Detached => {
-                let asc_name = format!("{}.asc", a.name);
-                let mut copy = stage.create(&a.name)?;
-                let mut asc = stage.create(&asc_name)?;
-                detached::sign(&mut input, &mut copy, &mut asc, key, time).map_err(with_name)?;
-                let (d1, d2) = (Stage::close(copy)?, Stage::close(asc)?);
-                let sig = fs::read(staging.join(&asc_name))?;
-                checker
-                    .detached(&sig, stage.open(&a.name)?)
-                    .map_err(|e| self_check(&a.name)(SignError::BadSignature(e.to_string())))?;
-                add(&a.name, d1, &mut record);
-                add(&asc_name, d2, &mut record);
-            }
-            Format::AptRelease => {
-                let text = release::read(&mut input).map_err(with_name)?;
-                let gpg_name = format!("{}.gpg", a.name);
-                let mut copy = stage.create(&a.name)?;
-                copy.write_all(&text)?;
-                let mut inrel = stage.create("InRelease")?;
-                let mut gpg = stage.create(&gpg_name)?;
-                release::sign(&text, &mut inrel, &mut gpg, key, time)?;
-                let (d1, d2, d3) = (Stage::close(copy)?, Stage::close(inrel)?, Stage::close(gpg)?);
-                let (_, signed_text) = checker
-                    .cleartext(&fs::read(staging.join("InRelease"))?)
-                    .map_err(|e| self_check("InRelease")(SignError::BadSignature(e.to_string())))?;
-                if normalize(&signed_text) != normalize(&text) {
-                    return Err(self_check("InRelease")(SignError::BadSignature(
-                        "signed text differs from Release".into(),
-                    )));
-                }
-                checker
-                    .detached(&fs::read(staging.join(&gpg_name))?, &text[..])
-                    .map_err(|e| self_check(&gpg_name)(SignError::BadSignature(e.to_string())))?;
-                add(&a.name, d1, &mut record);
-                add("InRelease", d2, &mut record);
-                add(&gpg_name, d3, &mut record);
-            }
-            Format::Auto => unreachable!("format was resolved above"),
+            Some(Err(e)) => return Err(e),
+            // Not reached: an earlier artifact failed (and returned above).
+            None => continue,
         }
-        records.push(record);
+    }
+    if records.len() != artifacts.len() {
+        return Err(SignError::Io(io::Error::other("the batch stopped before every artifact was signed")));
     }
 
     // SHA256SUMS over every output, then its signature.
@@ -417,6 +391,105 @@ pub fn sign_batch(
     })
 }
 
+/// One artifact's signed outputs and its manifest record.
+struct Signed {
+    record: ArtifactRecord,
+    outputs: Vec<Output>,
+}
+
+/// Signs artifact `i` of a batch into the staging directory and checks what it wrote.
+fn sign_one(
+    stage: &Stage,
+    key: &mut SigningKey,
+    checker: &Checker,
+    i: usize,
+    a: &Artifact,
+    format: Format,
+    time: SystemTime,
+) -> Result<Signed, SignError> {
+    let staging = stage.dir;
+    let mut outputs = Vec::new();
+    let (in_sha, in_size) = match &a.digest {
+        Some(d) => d.clone(),
+        None => digest_file(&a.path)?,
+    };
+    let mut input = BufReader::with_capacity(256 * 1024, File::open(&a.path)?);
+    let mut record = ArtifactRecord {
+        source: a.source.clone(),
+        format,
+        input: FileDigest { name: a.name.clone(), sha256: in_sha, size: in_size },
+        outputs: Vec::new(),
+        package: None,
+        replaced_signatures: Vec::new(),
+    };
+    let mut add = |name: &str, (sha256, size): (String, u64), record: &mut ArtifactRecord| {
+        record.outputs.push(FileDigest { name: name.to_owned(), sha256: sha256.clone(), size });
+        outputs.push(Output { name: name.to_owned(), sha256, size, format, artifact: i });
+    };
+    let with_name = |e: SignError| match e {
+        SignError::Invalid(message) => SignError::InvalidArtifact { artifact: a.source.clone(), message },
+        other => other,
+    };
+    match format {
+        Format::Rpm => {
+            let mut w = stage.create(&a.name)?;
+            let signed = rpm::sign(&mut input, &mut w, key, time).map_err(with_name)?;
+            let digest = Stage::close(w)?;
+            rpm::verify(&mut stage.open(&a.name)?, checker, false).map_err(self_check(&a.name))?;
+            record.package = Some(signed.nevra);
+            record.replaced_signatures = signed.replaced;
+            add(&a.name, digest, &mut record);
+        }
+        Format::Deb => {
+            let mut w = stage.create(&a.name)?;
+            let signed = deb::sign(&mut input, &mut w, key, time).map_err(with_name)?;
+            let digest = Stage::close(w)?;
+            deb::verify(&mut stage.open(&a.name)?, checker).map_err(self_check(&a.name))?;
+            record.replaced_signatures = signed.replaced;
+            add(&a.name, digest, &mut record);
+        }
+        Format::Detached => {
+            let asc_name = format!("{}.asc", a.name);
+            let mut copy = stage.create(&a.name)?;
+            let mut asc = stage.create(&asc_name)?;
+            detached::sign(&mut input, &mut copy, &mut asc, key, time).map_err(with_name)?;
+            let (d1, d2) = (Stage::close(copy)?, Stage::close(asc)?);
+            let sig = fs::read(staging.join(&asc_name))?;
+            checker
+                .detached(&sig, stage.open(&a.name)?)
+                .map_err(|e| self_check(&a.name)(SignError::BadSignature(e.to_string())))?;
+            add(&a.name, d1, &mut record);
+            add(&asc_name, d2, &mut record);
+        }
+        Format::AptRelease => {
+            let text = release::read(&mut input).map_err(with_name)?;
+            let gpg_name = format!("{}.gpg", a.name);
+            let mut copy = stage.create(&a.name)?;
+            copy.write_all(&text)?;
+            let mut inrel = stage.create("InRelease")?;
+            let mut gpg = stage.create(&gpg_name)?;
+            release::sign(&text, &mut inrel, &mut gpg, key, time)?;
+            let (d1, d2, d3) = (Stage::close(copy)?, Stage::close(inrel)?, Stage::close(gpg)?);
+            let (_, signed_text) = checker
+                .cleartext(&fs::read(staging.join("InRelease"))?)
+                .map_err(|e| self_check("InRelease")(SignError::BadSignature(e.to_string())))?;
+            if normalize(&signed_text) != normalize(&text) {
+                return Err(self_check("InRelease")(SignError::BadSignature(
+                    "signed text differs from Release".into(),
+                )));
+            }
+            checker
+                .detached(&fs::read(staging.join(&gpg_name))?, &text[..])
+                .map_err(|e| self_check(&gpg_name)(SignError::BadSignature(e.to_string())))?;
+            add(&a.name, d1, &mut record);
+            add("InRelease", d2, &mut record);
+            add(&gpg_name, d3, &mut record);
+        }
+        Format::Auto => unreachable!("format was resolved above"),
+    }
+    Ok(Signed { record, outputs })
+}
+
 fn normalize(text: &[u8]) -> Vec<u8> {
     String::from_utf8_lossy(text).replace("\r\n", "\n").trim_end_matches('\n').as_bytes().to_vec()
 }
@@ -424,6 +497,9 @@ fn normalize(text: &[u8]) -> Vec<u8> {
 fn self_check(name: &str) -> impl Fn(SignError) -> SignError + '_ {
     move |e| SignError::BadSignature(format!("self-check of {name} failed, output discarded: {e}"))
 }
+
+/// A staged file's SHA-256 (hex) and size.
+type Digest2 = (String, u64);
 
 /// Writes `data` as `name` plus its armored detached signature `asc_name`, checked; returns
 /// the digests of both.
@@ -435,7 +511,7 @@ fn write_signed(
     asc_name: &str,
     data: &[u8],
     time: SystemTime,
-) -> Result<((String, u64), (String, u64)), SignError> {
+) -> Result<(Digest2, Digest2), SignError> {
     let mut w = stage.create(name)?;
     let mut asc = stage.create(asc_name)?;
     detached::sign(&mut &data[..], &mut w, &mut asc, key, time)?;

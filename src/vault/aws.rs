@@ -85,6 +85,13 @@ impl Drop for AwsRuntime {
     }
 }
 
+/// Whether a failed AWS call may succeed if made again: throttling (KMS answers it with a
+/// 400 and a `Throttling…` code), KMS-side faults, 429, 5xx and transport trouble (no status).
+pub(crate) fn transient(status: Option<u16>, message: &str) -> bool {
+    let throttled = message.starts_with("Throttling") || message.starts_with("KMSInternal");
+    !matches!(status, Some(s) if s < 500 && s != 429 && !throttled)
+}
+
 /// An SDK error as one line: the service's code and message, or the transport error chain.
 /// Also returns the HTTP status of a service error. (S3 and KMS share the response type.)
 pub(crate) fn describe<E>(

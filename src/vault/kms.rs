@@ -12,7 +12,7 @@ use aws_sdk_kms::types::DataKeySpec;
 use zeroize::Zeroizing;
 
 use super::VaultError;
-use super::aws::{AwsEndpoints, AwsRuntime, describe};
+use super::aws::{AwsEndpoints, AwsRuntime, describe, transient};
 use super::seal::{FORMAT, KekInfo, KeyWrapper, SealContext, SecretKey32};
 
 /// Wraps data keys with a KMS key.
@@ -61,12 +61,10 @@ impl KmsWrapper {
         E: aws_sdk_kms::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
         let (status, message) = describe(err);
-        let throttled = message.starts_with("Throttling") || message.starts_with("KMSInternal");
-        match status {
-            Some(s) if s < 500 && s != 429 && !throttled => {
-                VaultError::KmsDenied { key: what.to_owned(), kms_key: kms_key.to_owned(), op: op.to_owned(), message }
-            }
-            _ => VaultError::Unavailable(format!("KMS {op} for key {what} (KMS key {kms_key}): {message}")),
+        if transient(status, &message) {
+            VaultError::Unavailable(format!("KMS {op} for key {what} (KMS key {kms_key}): {message}"))
+        } else {
+            VaultError::KmsDenied { key: what.to_owned(), kms_key: kms_key.to_owned(), op: op.to_owned(), message }
         }
     }
 }

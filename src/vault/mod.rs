@@ -17,6 +17,7 @@
 pub mod aws;
 pub mod dir;
 pub mod kms;
+mod remote;
 pub mod s3;
 pub mod seal;
 
@@ -28,8 +29,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hsm::{self, Token};
+use crate::hsm::Token;
 use crate::key::{self, Algo, KeyError, SigningKey};
+use crate::kms::Kms;
 use aws::{AwsEndpoints, AwsRuntime};
 use kms::KmsWrapper;
 use seal::{KekInfo, KeyWrapper, Passphrase, PassphraseWrapper, SealContext, SealedKey, SecretKey32};
@@ -59,9 +61,10 @@ pub enum VaultError {
     /// The key has been revoked (`signet keys revoke`): nothing is signed with it any more.
     #[error("key {key} is revoked ({reason})")]
     Revoked { key: String, reason: String },
-    /// The PKCS#11 token refused (wrong PIN, key missing or not usable): retrying will not help.
+    /// The PKCS#11 token or the KMS holding the key refused (wrong PIN, key missing,
+    /// disabled or not usable, access denied): retrying will not help.
     #[error("key {key}: {message}")]
-    TokenRefused { key: String, message: String },
+    SignerRefused { key: String, message: String },
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -154,7 +157,7 @@ pub struct KeyInfo {
     pub algo: String,
     pub created: String,
     pub active: bool,
-    /// Where the secret is: `vault` (sealed here) or `pkcs11:TOKEN`.
+    /// Where the secret is: `vault` (sealed here), `pkcs11:TOKEN` or `kms:ARN`.
     pub home: String,
     /// Revoked by `keys revoke`: never signs again.
     pub revoked: bool,
@@ -166,6 +169,11 @@ pub struct Vault {
     wrapper: Option<Box<dyn KeyWrapper>>,
     /// The PKCS#11 token (`SIGNET_PKCS11_*`), opened on first use.
     token: std::sync::Mutex<Option<Arc<Token>>>,
+    /// AWS KMS for keys that sign there, made on first use.
+    kms_signer: std::sync::Mutex<Option<Arc<Kms>>>,
+    /// The AWS runtime of the store and KMS, if any has been needed yet.
+    aws: std::sync::Mutex<Option<Arc<AwsRuntime>>>,
+    endpoints: AwsEndpoints,
 }
 
 impl fmt::Debug for Vault {
@@ -250,7 +258,9 @@ impl KeyWrapper for Wrappers {
                 .as_ref()
                 .ok_or_else(|| VaultError::Config(format!("key {} is sealed with KMS: unreachable", ctx.what())))?
                 .unwrap_key(info, wrapped, ctx),
-            KekInfo::Pkcs11 { .. } => Err(VaultError::Config(format!("key {} is in a PKCS#11 token", ctx.what()))),
+            KekInfo::Pkcs11 { .. } | KekInfo::KmsKey { .. } => {
+                Err(VaultError::Config(format!("key {} is not sealed here: it is in {}", ctx.what(), info.home())))
+            }
         }
     }
 }
@@ -281,6 +291,7 @@ impl Vault {
             }
         };
         let seal_with_kms = kms_key.is_some();
+        let aws_runtime = aws.clone();
         let kms = aws.map(|aws| KmsWrapper::new(aws, endpoints, kms_key));
         let wrapper = Wrappers { passphrase, kms, seal_with_kms };
         let usable = wrapper.passphrase.is_some() || wrapper.kms.is_some();
@@ -288,82 +299,33 @@ impl Vault {
             store,
             wrapper: usable.then(|| Box::new(wrapper) as Box<dyn KeyWrapper>),
             token: Default::default(),
+            kms_signer: Default::default(),
+            aws: std::sync::Mutex::new(aws_runtime),
+            endpoints: endpoints.clone(),
         })
     }
 
     /// A vault over any store and wrapper.
     pub fn new(store: Box<dyn SealedStore>, wrapper: Option<Box<dyn KeyWrapper>>) -> Self {
-        Vault { store, wrapper, token: Default::default() }
-    }
-
-    /// The token named by the environment, opened once (a failure is not kept: the next
-    /// call tries again).
-    fn token(&self) -> Result<Arc<Token>, VaultError> {
-        let mut held = self.token.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = held.as_ref() {
-            return Ok(t.clone());
+        Vault {
+            store,
+            wrapper,
+            token: Default::default(),
+            kms_signer: Default::default(),
+            aws: Default::default(),
+            endpoints: AwsEndpoints::default(),
         }
-        let t = Token::from_env().map_err(|e| token_error("the PKCS#11 token", e))?;
-        *held = Some(t.clone());
-        Ok(t)
     }
 
-    /// Makes a non-extractable key pair in the PKCS#11 token and certifies it through the
-    /// token; the record holds only the certificate and where the key is.
-    pub fn generate_in_token(&self, name: &KeyName, algo: Algo, uid: &str) -> Result<KeyInfo, VaultError> {
-        if !self.store.records(name)?.is_empty() {
-            return Err(VaultError::Exists(name.to_string()));
+    /// The AWS runtime, started on first use.
+    fn aws(&self) -> Result<Arc<AwsRuntime>, VaultError> {
+        let mut held = self.aws.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = held.as_ref() {
+            return Ok(a.clone());
         }
-        let token = self.token()?;
-        let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        let label = format!("signet-{name}-{}", stamp.replace([':', '-'], ""));
-        let tk = token.generate(&label, algo).map_err(|e| token_error(name.as_str(), e))?;
-        self.adopt(name, uid, &token, tk)
-    }
-
-    /// Adopts the existing key pair labelled `label` in the PKCS#11 token under a new name.
-    pub fn import_from_token(&self, name: &KeyName, label: &str, uid: &str) -> Result<KeyInfo, VaultError> {
-        if !self.store.records(name)?.is_empty() {
-            return Err(VaultError::Exists(name.to_string()));
-        }
-        let token = self.token()?;
-        let tk = token.find(label).map_err(|e| token_error(name.as_str(), e))?;
-        self.adopt(name, uid, &token, tk)
-    }
-
-    fn adopt(&self, name: &KeyName, uid: &str, token: &Arc<Token>, tk: hsm::TokenKey) -> Result<KeyInfo, VaultError> {
-        // The creation time is part of the fingerprint: stored to the second, never "now" again.
-        let created = SystemTime::UNIX_EPOCH
-            + std::time::Duration::from_secs(
-                SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            );
-        let public = token.public_key(&tk).map_err(|e| token_error(name.as_str(), e))?;
-        let (key, algo) = hsm_public(&public, created)?;
-        let signer = Arc::new(TokenSigner { token: token.clone(), key: tk.clone(), rsa: algo == "rsa4096" });
-        let cert = key::certify(key, uid, signer, created)?;
-        let fpr = cert.fingerprint().to_hex();
-        let record = SealedKey {
-            format: seal::FORMAT.into(),
-            name: name.to_string(),
-            fingerprint: fpr.clone(),
-            algo: algo.clone(),
-            created: humantime::format_rfc3339_seconds(created).to_string(),
-            public_key: key::armored_public(&cert)?,
-            kek: KekInfo::Pkcs11 { token: tk.token.clone(), label: tk.label.clone(), id: tk.id.clone() },
-            wrapped_dek: String::new(),
-            ciphertext: String::new(),
-        };
-        self.store.put(&record)?;
-        self.store.set_active(name, &fpr)?;
-        Ok(KeyInfo {
-            name: name.to_string(),
-            fingerprint: fpr,
-            algo,
-            created: record.created,
-            active: true,
-            home: format!("pkcs11:{}", tk.token),
-            revoked: false,
-        })
+        let a = Arc::new(AwsRuntime::new()?);
+        *held = Some(a.clone());
+        Ok(a)
     }
 
     fn wrapper(&self) -> Result<&dyn KeyWrapper, VaultError> {
@@ -416,10 +378,7 @@ impl Vault {
         for name in self.store.names()? {
             let active = self.store.active(&name)?;
             for r in self.store.records(&name)? {
-                let home = match &r.kek {
-                    KekInfo::Pkcs11 { token, .. } => format!("pkcs11:{token}"),
-                    _ => "vault".into(),
-                };
+                let home = r.kek.home();
                 let revoked = self.store.revocation(&name, &r.fingerprint)?.is_some();
                 out.push(KeyInfo {
                     name: r.name.clone(),
@@ -538,13 +497,9 @@ impl Vault {
             .first()
             .and_then(|c| c.userids().next().map(|u| String::from_utf8_lossy(u.userid().value()).into_owned()))
             .unwrap_or_else(|| format!("signet {name} signing key"));
-        // A key in a token is replaced by a new key in the token, never by a vault key.
-        if matches!(current.kek, KekInfo::Pkcs11 { .. }) {
-            let token = self.token()?;
-            let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-            let label = format!("signet-{name}-{}", stamp.replace([':', '-'], ""));
-            let tk = token.generate(&label, algo).map_err(|e| token_error(name.as_str(), e))?;
-            return self.adopt(name, &uid, &token, tk);
+        // A key in a token or KMS is replaced by a new key there, never by a vault key.
+        if let Some(info) = self.rotate_remote(name, &current.kek, algo, &uid)? {
+            return Ok(info);
         }
         let cert = key::generate(algo, &uid, SystemTime::now())?;
         self.store_new(name, cert, &algo.to_string())
@@ -574,8 +529,8 @@ impl Vault {
         if record.name != name.as_str() {
             return Err(VaultError::Corrupt(format!("record for {name} claims name {:?}", record.name)));
         }
-        if let KekInfo::Pkcs11 { token: label, .. } = &record.kek {
-            return self.token_key(&record, label);
+        if record.kek.is_remote() {
+            return self.remote_key(&record);
         }
         let secret = record.unseal(self.wrapper()?)?;
         let cert = key::parse_secret(&secret, None)?;
@@ -585,98 +540,6 @@ impl Vault {
         Ok(SigningKey::new(cert)?)
     }
 }
-
-impl Vault {
-    /// The signing key of a token record: its certificate, signing through the token. The
-    /// token's public key must be the certificate's (a swapped token object is refused).
-    fn token_key(&self, record: &SealedKey, label: &str) -> Result<SigningKey, VaultError> {
-        let KekInfo::Pkcs11 { token: t, label: key_label, id } = &record.kek else {
-            return Err(VaultError::Corrupt(format!("key {}: not a token record", record.name)));
-        };
-        let what = format!("{} ({})", record.name, record.fingerprint);
-        let token = self.token()?;
-        if token.label() != label {
-            return Err(VaultError::TokenRefused {
-                key: what,
-                message: format!("it is in token {label:?}, but SIGNET_PKCS11_TOKEN opens {:?}", token.label()),
-            });
-        }
-        let tk = hsm::TokenKey { token: t.clone(), label: key_label.clone(), id: id.clone() };
-        let cert = key::parse_certs(record.public_key.as_bytes())?
-            .into_iter()
-            .next()
-            .ok_or_else(|| VaultError::Corrupt(format!("key {what}: no certificate")))?;
-        if cert.fingerprint().to_hex() != record.fingerprint {
-            return Err(VaultError::Corrupt(format!("key {what}: certificate does not match its fingerprint")));
-        }
-        let created = cert.primary_key().key().creation_time();
-        let (in_token, algo) = hsm_public(&token.public_key(&tk).map_err(|e| token_error(&what, e))?, created)?;
-        if in_token.mpis() != cert.primary_key().key().mpis() {
-            return Err(VaultError::TokenRefused {
-                key: what,
-                message: format!("token object {key_label:?} holds another key than the certificate"),
-            });
-        }
-        let signer = Arc::new(TokenSigner { token, key: tk, rsa: algo == "rsa4096" });
-        Ok(SigningKey::remote(cert, signer)?)
-    }
-}
-
-fn token_error(key: &str, e: hsm::TokenError) -> VaultError {
-    match e {
-        hsm::TokenError::Refused(m) => VaultError::TokenRefused { key: key.to_owned(), message: m },
-        hsm::TokenError::Config(m) => VaultError::Config(m),
-        hsm::TokenError::Failed(m) => VaultError::Unavailable(m),
-    }
-}
-
-/// The OpenPGP v4 primary key of a token's public key, and signet's name for its algorithm.
-fn hsm_public(
-    public: &hsm::PublicKey,
-    created: SystemTime,
-) -> Result<(sequoia_openpgp::packet::Key<key_parts::PublicParts, key_parts::PrimaryRole>, String), VaultError> {
-    use sequoia_openpgp::packet::key::Key4;
-    let pgp = |e: anyhow::Error| VaultError::Key(KeyError::OpenPgp(e.to_string()));
-    Ok(match public {
-        hsm::PublicKey::Rsa { n, e } => {
-            let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
-            if bits < 3072 {
-                return Err(VaultError::Key(KeyError::Unsupported(format!(
-                    "RSA-{bits} is too small (need 3072 or more)"
-                ))));
-            }
-            (Key4::import_public_rsa(e, n, created).map_err(pgp)?.into(), format!("rsa{bits}"))
-        }
-        hsm::PublicKey::Ed25519(q) => (Key4::import_public_ed25519(q, created).map_err(pgp)?.into(), "ed25519".into()),
-    })
-}
-
-/// Signs through a token key.
-#[derive(Debug)]
-struct TokenSigner {
-    token: Arc<Token>,
-    key: hsm::TokenKey,
-    rsa: bool,
-}
-
-impl key::RemoteSigner for TokenSigner {
-    fn sign_digest(
-        &self,
-        hash: sequoia_openpgp::types::HashAlgorithm,
-        digest: &[u8],
-    ) -> anyhow::Result<sequoia_openpgp::crypto::mpi::Signature> {
-        use sequoia_openpgp::crypto::mpi::{MPI, Signature};
-        let raw = self.token.sign(&self.key, self.rsa, &hash.to_string(), digest)?;
-        Ok(if self.rsa {
-            Signature::RSA { s: MPI::new(&raw) }
-        } else {
-            anyhow::ensure!(raw.len() == 64, "the token returned a {}-byte EdDSA signature", raw.len());
-            Signature::EdDSA { r: MPI::new(&raw[..32]), s: MPI::new(&raw[32..]) }
-        })
-    }
-}
-
-use sequoia_openpgp::packet::key as key_parts;
 
 // Keep the sequoia path short in signatures above.
 use sequoia_openpgp::cert as openpgp_cert;

@@ -89,6 +89,25 @@ pub enum KekInfo {
     /// No secret here at all: the private key is in a PKCS#11 token (`wrapped_dek` and
     /// `ciphertext` are empty), found by its `CKA_ID`.
     Pkcs11 { token: String, label: String, id: String },
+    /// No secret here either: the private key is an asymmetric AWS KMS key (its ARN) that
+    /// signs through KMS `Sign`.
+    KmsKey { key_id: String },
+}
+
+impl KekInfo {
+    /// Where the secret of a key sealed this way is: `vault`, `pkcs11:TOKEN` or `kms:ARN`.
+    pub fn home(&self) -> String {
+        match self {
+            KekInfo::Argon2id { .. } | KekInfo::AwsKms { .. } => "vault".into(),
+            KekInfo::Pkcs11 { token, .. } => format!("pkcs11:{token}"),
+            KekInfo::KmsKey { key_id } => format!("kms:{key_id}"),
+        }
+    }
+
+    /// Whether the secret is elsewhere (a token, KMS): the record holds no ciphertext.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, KekInfo::Pkcs11 { .. } | KekInfo::KmsKey { .. })
+    }
 }
 
 /// What a data key is bound to: the key's name and fingerprint. The passphrase wrapper
@@ -244,8 +263,8 @@ impl SealedKey {
     pub fn unseal(&self, wrapper: &dyn KeyWrapper) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         let ctx = SealContext { name: &self.name, fingerprint: &self.fingerprint };
         let what = ctx.what();
-        if matches!(self.kek, KekInfo::Pkcs11 { .. }) {
-            return Err(VaultError::Config(format!("key {what} is in a PKCS#11 token: nothing to unseal")));
+        if self.kek.is_remote() {
+            return Err(VaultError::Config(format!("key {what} is in {}: nothing to unseal", self.kek.home())));
         }
         if self.format != FORMAT {
             return Err(VaultError::Corrupt(format!("key {what}: unknown format {:?}", self.format)));

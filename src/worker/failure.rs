@@ -17,6 +17,7 @@
 //! location (artifacts, output) and `internal` where the operator did (the audit log).
 
 use crate::event::{ErrorCode, ErrorInfo};
+use crate::key::KeyError;
 use crate::sign::SignError;
 use crate::store::StoreError;
 use crate::vault::VaultError;
@@ -85,8 +86,9 @@ impl From<VaultError> for Failure {
             // KMS said no (access denied, key disabled): the same key will be refused again.
             VaultError::KmsDenied { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
             // The token said no (wrong PIN, key missing, another key in its place).
-            VaultError::TokenRefused { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
+            VaultError::SignerRefused { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
             VaultError::Revoked { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
+            VaultError::Key(KeyError::RemoteRefused(_)) => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
             // A vault that cannot be read or unsealed is the operator's problem, not the job's:
             // retry, and fail as internal if it does not recover within the horizon.
             other => Failure::Transient(other.to_string()),
@@ -109,6 +111,10 @@ impl From<SignError> for Failure {
             SignError::Conflict(m) => permanent(ErrorCode::OutputConflict, m, None),
             // The work dir (disk full, unwritable): the job is fine, the machine is not.
             SignError::Io(e) => Failure::Transient(format!("staging: {e}")),
+            // The token or KMS refused mid-batch (key disabled or deleted since it was checked).
+            SignError::Key(KeyError::RemoteRefused(m)) => permanent(ErrorCode::KeyUnavailable, m, None),
+            // It kept failing through the signer's own retries: the worker's horizon applies.
+            SignError::Key(KeyError::RemoteUnavailable(m)) => Failure::Transient(m),
             other => permanent(ErrorCode::Internal, other.to_string(), None),
         }
     }

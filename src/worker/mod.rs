@@ -95,6 +95,8 @@ pub struct WorkerConfig {
     pub retry: ExponentialBuilder,
     /// How long an unsealed key is reused before it is unsealed again.
     pub key_cache_ttl: Duration,
+    /// Artifacts of a job signed at once (0: [`crate::sign::parallelism`]).
+    pub sign_threads: usize,
     /// Exit (after draining) once no job has been in flight or arrived for this long.
     pub exit_when_idle: Option<Duration>,
     /// Exit (after draining) once this many deliveries have been taken.

@@ -146,6 +146,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             key_name: job.key.to_string(),
             time: SystemTime::now(),
             approvals: approved.map(|a| a.approvers.clone()).unwrap_or_default(),
+            parallel: if self.cfg.sign_threads == 0 { sign::parallelism(&key) } else { self.cfg.sign_threads },
         };
         let formats: Vec<&'static str> = artifacts.iter().map(|a| a.format.as_str()).collect();
         let mut signer = (*key).clone();

@@ -190,6 +190,76 @@ impl Stack {
         Worker { child: Some(cmd.spawn().expect("spawn worker")), log }
     }
 
+    /// Uploads an RPM, a DEB, a tarball and an APT Release, has a worker started with
+    /// `worker_env` sign them as job `job_id` with key `release`, and checks every output
+    /// with the real verifiers against `cert` (rpmkeys, debsig-verify, gpg, sqv,
+    /// sha256sum, apt-get update); tampered copies must fail. Returns the worker.
+    pub fn sign_every_format_and_verify(&self, job_id: &str, worker_env: &[(&str, &str)], cert: &Path) -> Worker {
+        let fx = self.env.fixtures();
+        let files = [
+            ("fx/hello-1.0-1.noarch.rpm", "rpm/hello-1.0-1.noarch.rpm", "auto"),
+            ("fx/hello_1.0_all.deb", "deb/hello_1.0_all.deb", "auto"),
+            ("fx/hello-1.0.tar.gz", "files/hello-1.0.tar.gz", "detached"),
+            ("fx/dists/stable/Release", "apt/Release", "apt-release"),
+        ];
+        for (k, f, _) in files {
+            self.upload(k, &fx.join(f));
+        }
+        let w = self.worker(1, worker_env);
+        let arts: Vec<_> =
+            files.iter().map(|(k, _, f)| serde_json::json!({"bucket": self.input, "key": k, "format": f})).collect();
+        let prefix = format!("{job_id}/");
+        let job = serde_json::json!({
+            "job_id": job_id, "key": "release", "artifacts": arts,
+            "output": {"bucket": self.output, "prefix": prefix},
+        });
+        self.publish_raw(&serde_json::to_vec(&job).unwrap(), job_id);
+        let evs = self.wait_events(120, &format!("{job_id} to end"), |e| e.iter().any(|e| e.data.job_id == job_id));
+        let ev = evs.iter().find(|e| e.data.job_id == job_id).unwrap();
+        assert!(ev.succeeded(), "{ev:#?}");
+
+        let out = self.env.path(&format!("out-{job_id}"));
+        std::fs::create_dir_all(&out).unwrap();
+        for key in self.output_keys(&prefix) {
+            std::fs::copy(self.download(&self.output, &key), out.join(key.trim_start_matches(&prefix))).unwrap();
+        }
+        let p = |n: &str| out.join(n);
+        super::accepts("verify_rpm", &[cert, &p("hello-1.0-1.noarch.rpm")]);
+        super::accepts("verify_deb", &[cert, &p("hello_1.0_all.deb")]);
+        super::accepts("verify_gpg", &[cert, &p("hello-1.0.tar.gz.asc"), &p("hello-1.0.tar.gz")]);
+        super::accepts("verify_sqv", &[cert, &p("SHA256SUMS.asc"), &p("SHA256SUMS")]);
+        super::accepts("verify_gpg", &[cert, &p("InRelease")]);
+        super::accepts("verify_sha256sums", &[&out]);
+        let apt = fx.join("apt");
+        std::fs::copy(p("InRelease"), apt.join("InRelease")).unwrap();
+        super::accepts("verify_apt_repo", &[cert, &apt]);
+        let bad = super::tampered(&p("hello-1.0-1.noarch.rpm"), &self.env.path(&format!("bad-{job_id}.rpm")), -1);
+        super::rejects("verify_rpm", &[cert, &bad]);
+        let bad = super::tampered(&p("hello-1.0.tar.gz"), &self.env.path(&format!("bad-{job_id}.tar.gz")), 10);
+        super::rejects("verify_gpg", &[cert, &p("hello-1.0.tar.gz.asc"), &bad]);
+        w
+    }
+
+    /// Revokes `name`'s key `fpr` with `signet` (a `signet` command with whatever the key
+    /// needs in its environment), checks that gpg shows the export revoked, and that job
+    /// `job_id` with the key then fails `key_unavailable` saying so.
+    pub fn revoke_and_check(&self, mut signet: Command, name: &str, fpr: &str, job_id: &str) {
+        ok(signet.args(["keys", "revoke", name, fpr, "--reason", "compromised", "--message", "test"]));
+        assert!(ok(self.env.signet().args(["keys", "list"])).contains("revoked"));
+        let exported = self.env.export(name);
+        let home = self.env.path(&format!("gnupg-{name}"));
+        std::fs::create_dir_all(&home).unwrap();
+        ok(Command::new("chmod").arg("700").arg(&home));
+        ok(Command::new("gpg").arg("--homedir").arg(&home).args(["--batch", "--import"]).arg(&exported));
+        let keys = ok(Command::new("gpg").arg("--homedir").arg(&home).args(["--with-colons", "--list-keys"]));
+        assert!(keys.lines().any(|l| l.starts_with("pub:r:")), "gpg does not show the key revoked:\n{keys}");
+        let (code, ev) = self.submit_wait(job_id, name, &format!("{job_id}/"), &["fx/hello-1.0.tar.gz"]);
+        let ev = ev.expect("an event");
+        let err = ev.data.error.as_ref().expect("a failure");
+        assert_eq!((code, err.code.as_str()), (1, "key_unavailable"), "{ev:#?}");
+        assert!(err.message.contains("revoked"), "{ev:#?}");
+    }
+
     /// `signet submit --wait` for one job; returns (exit code, event).
     pub fn submit_wait(&self, job_id: &str, key: &str, prefix: &str, artifacts: &[&str]) -> (i32, Option<Event>) {
         self.submit_wait_as(&self.amqp_url, job_id, key, prefix, artifacts)
