@@ -3,10 +3,18 @@
 # (RabbitMQ job queue -> S3 fetch -> sign -> S3 write -> completion event).
 #
 # Usage:
-#   bench/worker.sh [--count N] [--algo ed25519|rsa4096]
+#   bench/worker.sh [--count N] [--algo ed25519|rsa4096] [--in vault|pkcs11|kms]
+#                   [--artifacts K] [--only-throughput]
 #
-#   --count N   jobs per phase, one 1 KiB-payload RPM per job (default 100)
-#   --algo A    algorithm of the vault key the worker signs with (default ed25519)
+#   --count N   jobs per phase, K 1 KiB-payload RPMs per job (default 100)
+#   --algo A    algorithm of the key the worker signs with (default ed25519)
+#   --in H      where the key lives: sealed in the vault (default), a SoftHSM2
+#               token made for the run, or moto's KMS (RSA only: moto has no
+#               Ed25519 KMS keys)
+#   --artifacts K  RPMs per job (default 1); a job's artifacts are signed
+#               SIGNET_SIGN_THREADS at a time (0, the default: the worker decides)
+#   --only-throughput  just the 1-worker throughput phase; prints one line
+#               "jobs_per_s=R worker_ms_median=M" on stdout instead of the report
 #
 # Phases (each in its own namespace, so queues and event streams start empty):
 #   latency  ONE worker; jobs submitted one at a time with `signet submit --wait`.
@@ -48,9 +56,12 @@ usage() {
 
 # ------------------------------------------------------------- options ----
 
-COUNT=100 ALGO=ed25519
+COUNT=100 ALGO=ed25519 HOME_IN=vault ARTIFACTS=1 ONLY_TPUT=
 while [[ $# -gt 0 ]]; do
     case $1 in
+    --in) [[ $# -ge 2 ]] || usage; HOME_IN=$2; shift 2 ;;
+    --artifacts) [[ $# -ge 2 ]] || usage; ARTIFACTS=$2; shift 2 ;;
+    --only-throughput) ONLY_TPUT=1; shift ;;
     --count) [[ $# -ge 2 ]] || usage; COUNT=$2; shift 2 ;;
     --count=*) COUNT=${1#*=}; shift ;;
     --algo) [[ $# -ge 2 ]] || usage; ALGO=$2; shift 2 ;;
@@ -61,6 +72,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $COUNT =~ ^[1-9][0-9]*$ ]] || die "--count must be a positive integer"
 [[ $ALGO == ed25519 || $ALGO == rsa4096 ]] || die "--algo must be ed25519 or rsa4096"
+[[ $HOME_IN == vault || $HOME_IN == pkcs11 || $HOME_IN == kms ]] || die "--in must be vault, pkcs11 or kms"
+[[ $ARTIFACTS =~ ^[1-9][0-9]*$ ]] || die "--artifacts must be a positive integer"
 [[ -x $SIGNET ]] || die "missing $SIGNET (run: cargo build --release)"
 command -v jq >/dev/null || die "missing tool: jq"
 
@@ -131,10 +144,22 @@ OUT_BUCKET=bench-out-$RUN_ID
 
 # -------------------------------------------------------- key, fixtures ----
 
-log "vault key ($ALGO)"
+log "key ($ALGO, in $HOME_IN)"
 export SIGNET_VAULT=dir:$TMP/vault SIGNET_VAULT_PASSPHRASE_FILE=$TMP/passphrase
 head -c 32 /dev/urandom | base64 >"$TMP/passphrase"
-"$SIGNET" keys generate bench --algo "$ALGO" >"$TMP/keygen.out"
+case $HOME_IN in
+pkcs11)
+    command -v softhsm2-util >/dev/null || die "missing softhsm2 (scripts/setup-debian.sh installs it)"
+    mkdir -p "$TMP/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$TMP/tokens" >"$TMP/softhsm2.conf"
+    export SOFTHSM2_CONF=$TMP/softhsm2.conf
+    softhsm2-util --init-token --free --label bench --pin 4711 --so-pin 1234 >/dev/null
+    echo 4711 >"$TMP/pin"
+    export SIGNET_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so SIGNET_PKCS11_TOKEN=bench SIGNET_PKCS11_PIN_FILE=$TMP/pin
+    ;;
+kms) export SIGNET_KMS_ENDPOINT=${SIGNET_KMS_ENDPOINT:-$SIGNET_S3_ENDPOINT} ;;
+esac
+"$SIGNET" keys generate bench --algo "$ALGO" --in "$HOME_IN" >"$TMP/keygen.out"
 # The worker needs a policy (the broker user in SIGNET_AMQP_URL may use key bench) and an
 # audit log.
 AMQP_USER=$(sed -E 's#^amqps?://([^:@/]*).*#\1#' <<<"$SIGNET_AMQP_URL")
@@ -147,10 +172,11 @@ formats = ["rpm"]
 EOF
 export SIGNET_POLICY=$TMP/policy.toml SIGNET_AUDIT=s3://signet-audit/bench-$RUN_ID/
 
-log "$COUNT fixture RPMs"
-"$ROOT/tests/support/fixtures.sh" rpms "$TMP/rpms" "$COUNT" 1024 >/dev/null
+N_RPMS=$((COUNT > ARTIFACTS ? COUNT : ARTIFACTS))
+log "$N_RPMS fixture RPMs"
+"$ROOT/tests/support/fixtures.sh" rpms "$TMP/rpms" "$N_RPMS" 1024 >/dev/null
 mapfile -t RPMS < <(cd "$TMP/rpms" && ls -- *.rpm)
-[[ ${#RPMS[@]} -eq $COUNT ]] || die "expected $COUNT RPMs, fixtures.sh made ${#RPMS[@]}"
+[[ ${#RPMS[@]} -eq $N_RPMS ]] || die "expected $N_RPMS RPMs, fixtures.sh made ${#RPMS[@]}"
 RPM_BYTES=$(stat -c %s "$TMP/rpms/${RPMS[0]}")
 
 log "buckets $IN_BUCKET, $OUT_BUCKET; upload"
@@ -164,8 +190,12 @@ for name in sorted(os.listdir(src)):
     s3.upload_file(os.path.join(src, name), in_bucket, "rpms/" + name)
 EOF
 
-# Input of job number I (1-based): one RPM per job, each phase reuses the set.
-input_uri() { echo "s3://$IN_BUCKET/rpms/${RPMS[$(($1 - 1))]}"; }
+# Inputs of job number I (1-based): K distinct RPMs, each phase reuses the set.
+input_uri() {
+    local j uris=()
+    for ((j = 0; j < ARTIFACTS; j++)); do uris+=("s3://$IN_BUCKET/rpms/${RPMS[$((($1 - 1 + j) % N_RPMS))]}"); done
+    echo "${uris[*]}"
+}
 job_id() { printf '%s-%05d' "$1" "$2"; }
 
 # ------------------------------------------------------------- workers ----
@@ -201,13 +231,19 @@ durations() {
 
 # -------------------------------------------------------- 1. latency ----
 
+if [[ -n $ONLY_TPUT ]]; then
+    throughput_only=1
+fi
+if [[ -z ${throughput_only:-} ]]; then
+
 LAT_NS=$NS-lat
 log "latency: 1 worker, $COUNT sequential submit --wait (namespace $LAT_NS)"
 start_worker lat "$LAT_NS"
 consuming_at lat "${WORKER_PIDS[0]}" >/dev/null
-submit_wait() { # ID PREFIX URI
+# shellcheck disable=SC2086  # $3: the job's URIs, split on purpose
+submit_wait() { # ID PREFIX URIS
     SIGNET_NAMESPACE=$LAT_NS "$SIGNET" submit --key bench --output-bucket "$OUT_BUCKET" \
-        --output-prefix "$2" --job-id "$1" --timeout 60 --wait "$3" >>"$TMP/lat.events" 2>>"$TMP/submit.err" ||
+        --output-prefix "$2" --job-id "$1" --timeout 60 --wait $3 >>"$TMP/lat.events" 2>>"$TMP/submit.err" ||
         die "job $1 did not succeed (exit $?): $(tail -n 3 "$TMP/submit.err")"
 }
 WARMUP=lat-warmup
@@ -224,6 +260,7 @@ stop_workers || die "latency worker did not stop cleanly"
 read -r LAT_MED LAT_P90 < <(stats <"$TMP/lat.ms")
 read -r LATW_MED LATW_P90 < <(durations "$WARMUP" lat | stats)
 [[ $(durations "$WARMUP" lat | wc -l) -eq $COUNT ]] || die "latency worker logged fewer than $COUNT succeeded jobs"
+fi
 
 # ----------------------------------------------------- 2. throughput ----
 
@@ -298,6 +335,11 @@ throughput() {
 
 throughput 1
 T1_SECS=$TP_SECS T1_RATE=$TP_RATE T1_MED=$TPW_MED T1_P90=$TPW_P90 T1_SPLIT=$TP_SPLIT T1_START=$TP_STARTUP
+if [[ -n ${throughput_only:-} ]]; then
+    grep -h '"level":"WARN"\|"level":"ERROR"' "$TMP"/tput*.log | head -3 >&2 || true
+    echo "jobs_per_s=$T1_RATE worker_ms_median=$T1_MED"
+    exit 0
+fi
 throughput 2
 T2_SECS=$TP_SECS T2_RATE=$TP_RATE T2_MED=$TPW_MED T2_P90=$TPW_P90 T2_SPLIT=$TP_SPLIT T2_START=$TP_STARTUP
 
@@ -341,7 +383,7 @@ MOTO=$("$PY" -c 'import moto; print(moto.__version__)' 2>/dev/null || echo "?")
 TOTAL=$(awk -v a="$SCRIPT_START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
 
 cat <<EOF
-### signet worker: $COUNT jobs of 1 small RPM ($RPM_BYTES bytes) each, key $ALGO, concurrency $SIGNET_CONCURRENCY per worker
+### signet worker: $COUNT jobs of $ARTIFACTS small RPM(s) ($RPM_BYTES bytes) each, key $ALGO in $HOME_IN, concurrency $SIGNET_CONCURRENCY per worker
 
 | phase | workers | client ms/job median / p90 | worker duration_ms median / p90 | wall s | jobs/s | jobs per worker |
 |---|---|---|---|---|---|---|

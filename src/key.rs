@@ -470,3 +470,82 @@ pub fn issuers(sig: &Signature) -> Vec<String> {
     let fprs: Vec<String> = sig.issuer_fingerprints().map(|f| f.to_hex()).collect();
     if fprs.is_empty() { sig.issuers().map(|k| k.to_hex()).collect() } else { fprs }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ed25519_spki_gives_the_point_and_an_ecdsa_one_is_refused_naming_rpm() {
+        // `openssl pkey -pubout -outform DER` of an Ed25519 and a P-256 key.
+        let ed =
+            hex::decode("302a300506032b6570032100d0f93d8e0f840db0d1815d86b705d8a16fc14b51bb5a5f8a7df0b9afff129d10")
+                .unwrap();
+        let PublicMaterial::Ed25519(q) = PublicMaterial::from_spki(&ed).unwrap() else { panic!("not Ed25519") };
+        assert_eq!(&q[..], &ed[12..]);
+        let (key, algo) = PublicMaterial::Ed25519(q).to_key(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!((key.pk_algo(), algo.as_str()), (PublicKeyAlgorithm::EdDSA, "ed25519"));
+
+        let ec = hex::decode(
+            "3059301306072a8648ce3d020106082a8648ce3d03010703420004d84a9ccdd127762c661b8313b916676b545aef7c3488\
+             f71816ea2e27a93660a42e16c10659edc699c323ca956dcd7db746a6c56275c9881e4cc27d544b8afc90",
+        )
+        .unwrap();
+        let err = PublicMaterial::from_spki(&ec).unwrap_err();
+        assert!(err.contains("ECDSA") && err.contains("rpm"), "{err}");
+        assert!(PublicMaterial::from_spki(&ed[..20]).is_err(), "a truncated key parsed");
+    }
+
+    /// A remote signer that holds an Ed25519 key and answers as KMS and tokens do: 64 raw
+    /// bytes `R || S`, or a refusal.
+    struct RawEd25519 {
+        pair: std::sync::Mutex<KeyPair>,
+        refuse: bool,
+    }
+
+    impl fmt::Debug for RawEd25519 {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("RawEd25519")
+        }
+    }
+
+    impl RemoteSigner for RawEd25519 {
+        fn sign_digest(&self, hash: HashAlgorithm, digest: &[u8]) -> Result<mpi::Signature, RemoteError> {
+            if self.refuse {
+                return Err(RemoteError::Refused("the key is disabled".into()));
+            }
+            use openpgp::crypto::Signer;
+            let sig =
+                self.pair.lock().unwrap().sign(hash, digest).map_err(|e| RemoteError::Unavailable(e.to_string()))?;
+            let mpi::Signature::EdDSA { r, s } = sig else { panic!("not EdDSA") };
+            let mut raw = vec![0u8; 64];
+            raw[32 - r.value().len()..32].copy_from_slice(r.value());
+            raw[64 - s.value().len()..].copy_from_slice(s.value());
+            signature_values(false, &raw)
+        }
+    }
+
+    #[test]
+    fn a_remote_ed25519_key_certifies_and_signs_and_a_refusal_keeps_its_kind() {
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let secret = generate(Algo::Ed25519, "remote <r@example.org>", now).unwrap();
+        let key = secret.primary_key().key().clone().parts_into_secret().unwrap();
+        let pair = key.clone().into_keypair().unwrap();
+        let public = secret.primary_key().key().clone().parts_into_public();
+        let signer = Arc::new(RawEd25519 { pair: std::sync::Mutex::new(pair), refuse: false });
+        let cert = certify(public.clone(), "remote <r@example.org>", signer.clone(), now).unwrap();
+        assert_eq!(cert.fingerprint(), secret.fingerprint(), "the creation time changed the fingerprint");
+        let mut k = SigningKey::remote(cert.clone(), signer).unwrap();
+        assert!(!k.is_local());
+        let sig = k.sign_reader(&mut &b"payload"[..], now).unwrap();
+        let checker = crate::check::Checker::new(vec![cert.clone()]);
+        checker.detached(&armor_signature(&sig).unwrap(), &b"payload"[..]).expect("the remote signature verifies");
+        assert!(checker.detached(&armor_signature(&sig).unwrap(), &b"other"[..]).is_err());
+
+        let pair = key.into_keypair().unwrap();
+        let refusing = Arc::new(RawEd25519 { pair: std::sync::Mutex::new(pair), refuse: true });
+        let mut k = SigningKey::remote(cert, refusing).unwrap();
+        let err = k.sign_reader(&mut &b"payload"[..], now).unwrap_err();
+        assert!(matches!(err, KeyError::RemoteRefused(ref m) if m.contains("disabled")), "{err:?}");
+    }
+}
