@@ -26,6 +26,8 @@
 # and the local stack (localstack/start.sh: RabbitMQ, moto with its KMS patch).
 # Prints Markdown tables on stdout; progress on stderr.
 set -euo pipefail
+# A failed `signet sign` inside $(...) must fail the bench, not print a time.
+shopt -s inherit_errexit
 export LC_ALL=C
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIGNET=$ROOT/target/release/signet
@@ -44,7 +46,8 @@ done
 [[ -x $SIGNET ]] || { echo "bench/backends.sh: build first (cargo build --release)" >&2; exit 1; }
 command -v softhsm2-util >/dev/null || { echo "bench/backends.sh: needs softhsm2" >&2; exit 1; }
 
-out="$("$ROOT/localstack/start.sh")" && eval "$out"
+out="$("$ROOT/localstack/start.sh")" || { echo "bench/backends.sh: the local stack did not start" >&2; exit 1; }
+eval "$out"
 export SIGNET_KMS_ENDPOINT=${SIGNET_KMS_ENDPOINT:-$SIGNET_S3_ENDPOINT}
 LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 W=$(mktemp -d)
@@ -85,7 +88,7 @@ run() {
     local endpoint=$SIGNET_KMS_ENDPOINT
     [[ $key != kmslink-* ]] || endpoint=$LINK_URL
     SIGNET_KMS_ENDPOINT=$endpoint "$SIGNET" sign --key "$key" --format detached --threads "$threads" \
-        --out "$out" "${files[@]}" >/dev/null
+        --out "$out" "${files[@]}" >/dev/null || { echo "bench/backends.sh: signing with $key failed" >&2; return 1; }
     t1=$(date +%s.%N)
     echo "$t1 - $t0" | bc -l
 }
@@ -95,8 +98,8 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 marginal() {
     local key=$1 threads=$2 ts=() tl=() s l m
     for _ in $(seq 1 "$RUNS"); do
-        ts+=("$(run "$key" "$SMALL" "$threads")")
-        tl+=("$(run "$key" "$LARGE" "$threads")")
+        ts+=("$(run "$key" "$SMALL" "$threads")") || return 1
+        tl+=("$(run "$key" "$LARGE" "$threads")") || return 1
     done
     s=$(printf '%s\n' "${ts[@]}" | median)
     l=$(printf '%s\n' "${tl[@]}" | median)
@@ -110,8 +113,10 @@ echo "| key | fixed cost per run (s) | latency, 1 thread (ms) | per signature, d
 echo "|---|---:|---:|---:|---:|"
 declare -A per
 for key in vault-ed25519 hsm-ed25519 vault-rsa4096 hsm-rsa4096 kms-rsa4096 kmslink-rsa4096; do
-    read -r fixed one < <(marginal "$key" 1)
-    read -r _ par < <(marginal "$key" 0)
+    r1=$(marginal "$key" 1) || exit 1
+    rp=$(marginal "$key" 0) || exit 1
+    read -r fixed one <<<"$r1"
+    read -r _ par <<<"$rp"
     echo "bench/backends.sh: $key done" >&2
     per[$key]=$par
     base=vault-${key#*-}

@@ -132,7 +132,8 @@ epoch_of() { date -u -d "$1" +%s.%N; }
 # --------------------------------------------------------------- stack ----
 
 log "local stack"
-out="$("$ROOT/localstack/start.sh")" && eval "$out"
+out="$("$ROOT/localstack/start.sh")" || die "the local stack did not start"
+eval "$out"
 PY=${SIGNET_STACK_DIR:-/var/tmp/signet-stack}/venv/bin/python
 [[ -x $PY ]] || die "missing $PY (localstack/start.sh should have made it)"
 

@@ -72,6 +72,26 @@ amqp_probe() { probe amqp "$SIGNET_AMQP_PORT" guest guest /; }
 
 ours_running() { pid_alive "$RMQ_PIDFILE" beam; }
 
+# The machine's own RabbitMQ (the Debian service) can wedge: its node runs and
+# `rabbitmq-diagnostics check_running` passes, but it no longer answers AMQP (seen with
+# 3.10.8 after a day of tests creating and deleting thousands of queues). As root, with
+# its init script present, restart it: `stop` hangs on a wedged node, so the node is
+# killed after a bounded wait. Returns 0 once it answers AMQP again.
+restart_wedged_system_broker() {
+    [ "$(id -u)" = 0 ] && [ -x /etc/init.d/rabbitmq-server ] || return 1
+    log "the machine's RabbitMQ on 127.0.0.1:$SIGNET_AMQP_PORT is wedged: restarting it (/etc/init.d/rabbitmq-server)"
+    timeout 30 /etc/init.d/rabbitmq-server stop >&2 8>&- 9>&- || true
+    pkill -9 -f 'beam.smp.*-home /var/lib/rabbitmq' || true
+    sleep 1
+    timeout 120 /etc/init.d/rabbitmq-server start >&2 8>&- 9>&- || { log "its init script failed to start it"; return 1; }
+    local deadline=$((SECONDS + SIGNET_RABBITMQ_TIMEOUT))
+    until amqp_probe 2>/dev/null; do
+        [ $SECONDS -lt $deadline ] || { log "restarted, but still no AMQP answer"; return 1; }
+        sleep 1
+    done
+    log "the machine's RabbitMQ answers AMQP again"
+}
+
 rmq_start() {
     take_lock "rabbitmq-$SIGNET_AMQP_PORT" 9
     local rc=0
@@ -88,7 +108,7 @@ rmq_start() {
     fi
     # A broker that accepts the connection but is slow to answer (a busy host,
     # a node still booting) is asked again until the start-up timeout.
-    if [ $rc -eq 3 ]; then
+    if [ $rc -eq 3 ] && ! ours_running; then
         local busy_deadline=$((SECONDS + SIGNET_RABBITMQ_TIMEOUT))
         log "something on 127.0.0.1:$SIGNET_AMQP_PORT accepts connections but has not answered AMQP yet; waiting up to ${SIGNET_RABBITMQ_TIMEOUT}s"
         while [ $rc -eq 3 ] && [ $SECONDS -lt $busy_deadline ]; do
@@ -100,6 +120,10 @@ rmq_start() {
             log "RabbitMQ answers AMQP on 127.0.0.1:$SIGNET_AMQP_PORT after $((SECONDS + SIGNET_RABBITMQ_TIMEOUT - busy_deadline))s, reusing it"
             release_lock 9
             return 0
+        fi
+        if [ $rc -eq 3 ]; then
+            restart_wedged_system_broker && { release_lock 9; return 0; }
+            die "something on 127.0.0.1:$SIGNET_AMQP_PORT accepts connections but gave no AMQP answer in ${SIGNET_RABBITMQ_TIMEOUT}s (a stuck broker? restart it, or set SIGNET_AMQP_PORT)"
         fi
     fi
     if [ $rc -ne 1 ] && ! ours_running; then

@@ -52,7 +52,7 @@ pub enum KeyError {
 
 /// sequoia's error as ours; a remote signer's failure, wherever sequoia passed it on, keeps
 /// its kind.
-fn pgp_err(e: anyhow::Error) -> KeyError {
+pub(crate) fn pgp_err(e: anyhow::Error) -> KeyError {
     match e.chain().find_map(|c| c.downcast_ref::<RemoteError>()) {
         Some(RemoteError::Refused(m)) => KeyError::RemoteRefused(m.clone()),
         Some(RemoteError::Unavailable(m)) => KeyError::RemoteUnavailable(m.clone()),
@@ -249,6 +249,8 @@ impl openpgp::crypto::Signer for Remote {
 enum Backend {
     /// Unsealed into this process.
     Local(KeyPair),
+    /// An RSA key unsealed into this process, signing with the CRT (see [`crate::rsa_crt`]).
+    Crt(crate::rsa_crt::CrtSigner),
     /// In a token or a KMS.
     Remote(Remote),
 }
@@ -324,7 +326,15 @@ impl SigningKey {
             return Err(KeyError::Locked { fingerprint });
         }
         let signer_fpr = ka.key().fingerprint();
-        let signer = Backend::Local(ka.key().clone().into_keypair().map_err(pgp_err)?);
+        let signer = match crate::rsa_crt::CrtSigner::new(ka.key()) {
+            Some(Ok(crt)) => Backend::Crt(crt),
+            Some(Err(e)) => {
+                // Still correct, only slower: sequoia's own RSA signer.
+                tracing::warn!(fingerprint = %signer_fpr, "RSA key without the CRT signer: {e}");
+                Backend::Local(ka.key().clone().into_keypair().map_err(pgp_err)?)
+            }
+            None => Backend::Local(ka.key().clone().into_keypair().map_err(pgp_err)?),
+        };
         Ok(SigningKey { cert, signer, signer_fpr })
     }
 
@@ -341,7 +351,7 @@ impl SigningKey {
 
     /// Whether the secret is in this process (sealed in the vault) rather than a token or KMS.
     pub fn is_local(&self) -> bool {
-        matches!(self.signer, Backend::Local(_))
+        matches!(self.signer, Backend::Local(_) | Backend::Crt(_))
     }
 
     /// Fingerprint of the certificate (primary key), 40 upper-case hex digits.
@@ -370,6 +380,7 @@ impl SigningKey {
             SignatureBuilder::new(SignatureType::Binary).set_signature_creation_time(time).map_err(pgp_err)?;
         match &mut self.signer {
             Backend::Local(k) => builder.sign_hash(k, hash),
+            Backend::Crt(c) => builder.sign_hash(c, hash),
             Backend::Remote(r) => builder.sign_hash(r, hash),
         }
         .map_err(pgp_err)
@@ -387,6 +398,7 @@ impl SigningKey {
     pub(crate) fn keypair(&self) -> Box<dyn openpgp::crypto::Signer + Send + Sync> {
         match &self.signer {
             Backend::Local(k) => Box::new(k.clone()),
+            Backend::Crt(c) => Box::new(c.clone()),
             Backend::Remote(r) => Box::new(r.clone()),
         }
     }
@@ -398,6 +410,7 @@ impl SigningKey {
     ) -> Result<Signature, KeyError> {
         match &mut self.signer {
             Backend::Local(k) => f(k),
+            Backend::Crt(c) => f(c),
             Backend::Remote(r) => f(r),
         }
         .map_err(pgp_err)

@@ -81,17 +81,25 @@ impl Kms {
             .with_total_delay(Some(self.retry_for))
             .without_max_times()
             .with_jitter();
-        let result = self.aws.block_on(
-            call.retry(backoff)
-                .when(|e| {
-                    let (status, message) = describe(e);
-                    transient(status, &message)
-                })
-                .notify(|e, after| {
-                    let (_, message) = describe(e);
-                    tracing::warn!(op, kms_key = key, retry_in = ?after, "KMS call failed, retrying: {message}");
-                }),
-        );
+        let retried = call
+            .retry(backoff)
+            .when(|e| {
+                let (status, message) = describe(e);
+                transient(status, &message)
+            })
+            .notify(|e, after| {
+                let (_, message) = describe(e);
+                tracing::warn!(op, kms_key = key, retry_in = ?after, "KMS call failed, retrying: {message}");
+            });
+        // One deadline for the call with all its retries (an attempt may itself take up to
+        // the SDK's 20 s attempt timeout).
+        let Ok(result) = self.aws.block_on(async { tokio::time::timeout(self.retry_for, retried).await }) else {
+            return Err(KmsError::Unavailable {
+                op,
+                key: key.to_owned(),
+                message: format!("no answer within {} s, retries included", self.retry_for.as_secs()),
+            });
+        };
         result.map_err(|e| {
             let (status, message) = describe(&e);
             if transient(status, &message) {

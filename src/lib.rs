@@ -39,6 +39,7 @@ pub mod logging;
 pub mod observe;
 pub mod policy;
 pub mod queue;
+pub mod rsa_crt;
 pub mod sign;
 pub mod store;
 pub mod trust;

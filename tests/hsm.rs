@@ -130,10 +130,17 @@ fn a_token_that_refuses_fails_the_job_key_unavailable_and_the_worker_goes_on() {
     let hsm = Hsm::new(&s.env);
     ok(hsm.cmd(s.env.signet()).args(["keys", "generate", "release", "--in", "pkcs11", "--algo", "ed25519"]));
     s.env.generate("local", "ed25519");
-    // Adopting the token's key under a second name works with the right PIN.
-    let label = record(&s.env, "release")["kek"]["label"].as_str().unwrap().to_owned();
-    let adopted = ok(hsm.cmd(s.env.signet()).args(["keys", "import", "adopted", "--pkcs11", &label]));
+    // A key pair made in the token by other means is adopted (with the right PIN); the
+    // token key `release` already is cannot be adopted under a second name.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", &hsm.conf) };
+    let token = Token::open(MODULE, &hsm.label, hsm.pin.clone().into()).expect("open the token");
+    token.generate("made-elsewhere", signet::key::Algo::Ed25519).expect("a key pair in the token");
+    drop(token);
+    let adopted = ok(hsm.cmd(s.env.signet()).args(["keys", "import", "adopted", "--pkcs11", "made-elsewhere"]));
     assert!(adopted.contains("pkcs11:signet-test"), "{adopted}");
+    let label = record(&s.env, "release")["kek"]["label"].as_str().unwrap().to_owned();
+    let refused = fails(hsm.cmd(s.env.signet()).args(["keys", "import", "twice", "--pkcs11", &label]));
+    assert!(refused.contains("already in the vault as release"), "{refused}");
     // Rotating a token key makes the new key in the token too.
     let rotated = ok(hsm.cmd(s.env.signet()).args(["keys", "rotate", "adopted"]));
     assert!(rotated.contains("active"), "{rotated}");

@@ -97,15 +97,26 @@ fn a_kms_rsa4096_key_signs_every_format_and_never_leaves_kms() {
     assert_eq!(created, meta.creation_date().unwrap().secs(), "the certificate's creation time is not the KMS key's");
 
     let cert = s.env.export("release");
+    // The worker's AWS secret (moto takes any) must not reach its trace-level log.
+    let aws_secret = format!("aws-secret-{}", uuid::Uuid::new_v4().simple());
     let mut env: Vec<(&str, &str)> = kms_env.to_vec();
-    env.push(("RUST_LOG", "trace"));
+    env.extend([("RUST_LOG", "trace"), ("AWS_SECRET_ACCESS_KEY", aws_secret.as_str())]);
     let w = s.sign_every_format_and_verify("kms-1", &env, &cert);
-    assert!(w.log_text().contains("kms-1"), "the log is not the worker's");
+    let log = w.log_text();
+    assert!(log.contains("kms-1") && (log.contains("TRACE") || log.contains("DEBUG")), "not the worker's trace log");
+    assert!(!log.contains(&aws_secret), "the AWS secret key is in the worker's log");
     drop(w);
 
-    // Adopting the same KMS key under another name gives the same certificate key.
-    let adopted = ok(signet().args(["keys", "import", "adopted", "--kms", &arn]));
-    assert!(adopted.contains(&format!("kms:{arn}")), "{adopted}");
+    // The same KMS key cannot be adopted under a second name (a revocation of one name
+    // would not stop the other); another KMS key can, with its own fingerprint.
+    let refused = fails(signet().args(["keys", "import", "twice", "--kms", &arn]));
+    assert!(refused.contains("already in the vault as release"), "{refused}");
+    let other =
+        s.rt.block_on(kms.create_key().key_usage(KeyUsageType::SignVerify).key_spec(KeySpec::Rsa4096).send()).unwrap();
+    let other = other.key_metadata().unwrap().arn().unwrap().to_owned();
+    let adopted = ok(signet().args(["keys", "import", "adopted", "--kms", &other]));
+    assert!(adopted.contains(&format!("kms:{other}")), "{adopted}");
+    assert_ne!(record(&s.env, "adopted")["fingerprint"], rec["fingerprint"]);
 
     // Revoked through KMS: gpg shows it revoked and workers refuse it.
     let _w = s.worker(2, &kms_env);

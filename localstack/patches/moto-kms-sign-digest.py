@@ -91,20 +91,33 @@ def main(argv):
         import moto.kms
 
         kms_dir = os.path.dirname(moto.kms.__file__)
+    # First check every file, then write: never a half-patched moto.
+    texts = {}
+    for name in EDITS:
+        with open(os.path.join(kms_dir, name)) as f:
+            texts[name] = f.read()
+    marked = [name for name, text in texts.items() if MARK in text]
+    if len(marked) == len(EDITS):
+        return 0
+    if marked:
+        print("moto-kms-sign-digest: %s is patched but %s is not; reinstall moto"
+              % (", ".join(marked), ", ".join(n for n in EDITS if n not in marked)), file=sys.stderr)
+        return 1
+    patched = {}
     for name, edits in EDITS.items():
-        path = os.path.join(kms_dir, name)
-        with open(path) as f:
-            text = f.read()
-        if MARK in text:
-            continue
+        text = texts[name]
         for old, new in edits:
             if text.count(old) != 1:
                 print("moto-kms-sign-digest: %s does not contain the expected code once; "
-                      "this moto is not the one the patch is for" % path, file=sys.stderr)
+                      "this moto is not the one the patch is for" % os.path.join(kms_dir, name), file=sys.stderr)
                 return 1
             text = text.replace(old, new)
-        with open(path + ".signet-tmp", "w") as f:
+        patched[name] = text
+    for name, text in patched.items():
+        with open(os.path.join(kms_dir, name + ".signet-tmp"), "w") as f:
             f.write(text)
+    for name in patched:
+        path = os.path.join(kms_dir, name)
         os.replace(path + ".signet-tmp", path)
         print("moto-kms-sign-digest: patched %s" % path, file=sys.stderr)
     return 0

@@ -317,14 +317,19 @@ pub fn sign_batch(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let slots: Vec<Mutex<Option<Result<Signed, SignError>>>> = artifacts.iter().map(|_| Mutex::new(None)).collect();
+    // `failed` is read before an index is taken: every index handed out is signed, so all
+    // those below a failure are, and the error reported is the first in batch order.
     let work = |key: &mut SigningKey| loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= artifacts.len() || failed.load(Ordering::Relaxed) {
+        if failed.load(Ordering::SeqCst) {
+            break;
+        }
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        if i >= artifacts.len() {
             break;
         }
         let r = sign_one(&stage, key, &checker, i, &artifacts[i], formats[i], time);
         if r.is_err() {
-            failed.store(true, Ordering::Relaxed);
+            failed.store(true, Ordering::SeqCst);
         }
         *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
     };
@@ -348,7 +353,7 @@ pub fn sign_batch(
                 records.push(signed.record);
             }
             Some(Err(e)) => return Err(e),
-            // Not reached: an earlier artifact failed (and returned above).
+            // Never taken: only indices above a failure, which returned above.
             None => continue,
         }
     }

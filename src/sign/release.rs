@@ -50,7 +50,8 @@ pub fn sign(
     let sig = key.sign_reader(&mut &text[..], time)?;
     release_gpg.write_all(&key::armor_signature(&sig)?)?;
 
-    let pgp = |e: anyhow::Error| SignError::Key(key::KeyError::OpenPgp(e.to_string()));
+    // `pgp_err` keeps a token's or KMS's refusal or outage what it is.
+    let pgp = |e: anyhow::Error| SignError::Key(key::pgp_err(e));
     let mut out = Vec::new();
     {
         let message = Message::new(&mut out);

@@ -69,6 +69,10 @@ impl DirStore {
 }
 
 impl SealedStore for DirStore {
+    fn exists(&self) -> bool {
+        self.root.exists()
+    }
+
     fn names(&self) -> Result<Vec<KeyName>, VaultError> {
         self.ensure_root()?;
         let mut names = Vec::new();

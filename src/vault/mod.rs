@@ -61,6 +61,14 @@ pub enum VaultError {
     /// The key has been revoked (`signet keys revoke`): nothing is signed with it any more.
     #[error("key {key} is revoked ({reason})")]
     Revoked { key: String, reason: String },
+    /// The KMS holding the key did not answer, after its own retries: the job is retried
+    /// later (not in place again).
+    #[error("vault backend unavailable: {0}")]
+    SignerUnavailable(String),
+    /// The key material is already in the vault under another name: a key has one name,
+    /// so that revoking it covers every use of it.
+    #[error("this key is already in the vault as {existing}: one key, one name (revoking it must cover every use)")]
+    Duplicate { existing: String },
     /// The PKCS#11 token or the KMS holding the key refused (wrong PIN, key missing,
     /// disabled or not usable, access denied): retrying will not help.
     #[error("key {key}: {message}")]
@@ -117,6 +125,11 @@ impl fmt::Display for KeyName {
 
 /// Where sealed records are kept.
 pub trait SealedStore: Send + Sync {
+    /// Whether the store has been made at all (a local vault directory is made by the first
+    /// key stored in it); one that has not holds no keys.
+    fn exists(&self) -> bool {
+        true
+    }
     /// All key names.
     fn names(&self) -> Result<Vec<KeyName>, VaultError>;
     /// Every sealed record of `name` (empty if none).
@@ -349,8 +362,32 @@ impl Vault {
             return Err(VaultError::Exists(name.to_string()));
         }
         let cert = key::parse_secret(bytes, passphrase)?;
+        self.check_not_held(cert.primary_key().key())?;
         let algo = describe_algo(&cert);
         self.store_new(name, cert, &algo)
+    }
+
+    /// Fails with [`VaultError::Duplicate`] if a record of any name holds `key`'s material,
+    /// whatever its creation time (which changes the fingerprint, not the key).
+    fn check_not_held(
+        &self,
+        key: &sequoia_openpgp::packet::Key<
+            sequoia_openpgp::packet::key::PublicParts,
+            sequoia_openpgp::packet::key::PrimaryRole,
+        >,
+    ) -> Result<(), VaultError> {
+        if !self.store.exists() {
+            return Ok(());
+        }
+        for name in self.store.names()? {
+            for r in self.store.records(&name)? {
+                let held = key::parse_certs(r.public_key.as_bytes())?;
+                if held.iter().flat_map(|c| c.keys()).any(|k| k.key().mpis() == key.mpis()) {
+                    return Err(VaultError::Duplicate { existing: format!("{name} ({})", r.fingerprint) });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn store_new(&self, name: &KeyName, cert: openpgp_cert::Cert, algo: &str) -> Result<KeyInfo, VaultError> {

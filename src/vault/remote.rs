@@ -71,7 +71,13 @@ impl Vault {
     fn new_kms_key(&self, name: &KeyName, algo: Algo, uid: &str) -> Result<KeyInfo, VaultError> {
         let kms = self.kms()?;
         let arn = kms.create(algo, &format!("signet signing key {name}")).map_err(|e| kms_error(name.as_str(), e))?;
-        self.adopt_kms(name, uid, &kms, &arn)
+        // The key exists in KMS from here on: say which, should certifying it fail.
+        self.adopt_kms(name, uid, &kms, &arn).map_err(|e| match e {
+            VaultError::Unavailable(m) => VaultError::Unavailable(format!(
+                "{m} (KMS key {arn} was created: adopt it with `keys import {name} --kms {arn}` or schedule its deletion)"
+            )),
+            other => other,
+        })
     }
 
     /// Adopts the existing KMS key `key_id` (id, ARN or alias) under a new name.
@@ -136,6 +142,7 @@ impl Vault {
         kek: KekInfo,
     ) -> Result<KeyInfo, VaultError> {
         let (key, algo) = public.to_key(created)?;
+        self.check_not_held(&key)?;
         let cert = key::certify(key, uid, signer, created).map_err(remote_key_error(name.as_str()))?;
         let fpr = cert.fingerprint().to_hex();
         let record = SealedKey {
@@ -197,7 +204,11 @@ impl Vault {
             }
             _ => return Err(VaultError::Corrupt(format!("key {what}: not a token or KMS record"))),
         };
-        let (there, _) = public.to_key(created)?;
+        // A key of another kind there now (a token object replaced by a small RSA key) is a
+        // refusal like any other swap, not an outage.
+        let (there, _) = public
+            .to_key(created)
+            .map_err(|e| VaultError::SignerRefused { key: what.clone(), message: e.to_string() })?;
         if there.mpis() != cert.primary_key().key().mpis() {
             return Err(VaultError::SignerRefused {
                 key: what,
@@ -230,7 +241,8 @@ pub(super) fn token_error(key: &str, e: hsm::TokenError) -> VaultError {
 fn kms_error(key: &str, e: KmsError) -> VaultError {
     match e {
         KmsError::Refused { .. } => VaultError::SignerRefused { key: key.to_owned(), message: e.to_string() },
-        KmsError::Unavailable { .. } => VaultError::Unavailable(format!("key {key}: {e}")),
+        // Already retried (within its deadline) by the KMS client: not again in place.
+        KmsError::Unavailable { .. } => VaultError::SignerUnavailable(format!("key {key}: {e}")),
     }
 }
 

@@ -89,6 +89,8 @@ impl From<VaultError> for Failure {
             VaultError::SignerRefused { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
             VaultError::Revoked { .. } => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
             VaultError::Key(KeyError::RemoteRefused(_)) => permanent(ErrorCode::KeyUnavailable, e.to_string(), None),
+            // Another name holds the key: only `keys import`/adoption says this, not a job.
+            VaultError::Duplicate { .. } => permanent(ErrorCode::Internal, e.to_string(), None),
             // A vault that cannot be read or unsealed is the operator's problem, not the job's:
             // retry, and fail as internal if it does not recover within the horizon.
             other => Failure::Transient(other.to_string()),
