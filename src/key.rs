@@ -25,6 +25,9 @@ use zeroize::Zeroizing;
 /// The hash every signature signet makes uses (debsig-verify and apt reject SHA-1).
 pub const HASH: HashAlgorithm = HashAlgorithm::SHA256;
 
+/// The hashes signet's own signers (remote, CRT) accept from sequoia.
+pub(crate) const SIGNER_HASHES: &[HashAlgorithm] = &[HashAlgorithm::SHA256, HashAlgorithm::SHA512];
+
 /// Errors from key handling.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -236,7 +239,7 @@ impl openpgp::crypto::Signer for Remote {
     }
 
     fn acceptable_hashes(&self) -> &[HashAlgorithm] {
-        &[HashAlgorithm::SHA256, HashAlgorithm::SHA512]
+        SIGNER_HASHES
     }
 
     fn sign(&mut self, hash_algo: HashAlgorithm, digest: &[u8]) -> openpgp::Result<mpi::Signature> {

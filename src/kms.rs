@@ -19,7 +19,7 @@ use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, MessageType, SigningAl
 use backon::Retryable;
 
 use crate::key::{Algo, PublicMaterial};
-use crate::vault::aws::{AwsEndpoints, AwsRuntime, describe, transient};
+use crate::vault::aws::{AwsEndpoints, AwsRuntime, describe, kms_client, transient};
 
 /// Why a KMS key cannot be used. Messages name the key, never anything secret.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +61,7 @@ impl std::fmt::Debug for Kms {
 impl Kms {
     /// A client on `aws`'s runtime, at `endpoints.kms` if set.
     pub fn new(aws: Arc<AwsRuntime>, endpoints: &AwsEndpoints) -> Self {
-        let mut b = aws_sdk_kms::config::Builder::from(aws.config()).region(aws.region());
-        if let Some(ep) = &endpoints.kms {
-            b = b.endpoint_url(ep);
-        }
-        Kms { client: Client::from_conf(b.build()), aws, retry_for: Duration::from_secs(30) }
+        Kms { client: kms_client(&aws, endpoints), aws, retry_for: Duration::from_secs(30) }
     }
 
     /// Runs `call` (one KMS operation), retrying transient failures with backoff for up to

@@ -112,7 +112,7 @@ impl openpgp::crypto::Signer for CrtSigner {
     }
 
     fn acceptable_hashes(&self) -> &[HashAlgorithm] {
-        &[HashAlgorithm::SHA256, HashAlgorithm::SHA512]
+        crate::key::SIGNER_HASHES
     }
 
     fn sign(&mut self, hash_algo: HashAlgorithm, digest: &[u8]) -> openpgp::Result<mpi::Signature> {

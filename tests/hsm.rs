@@ -65,13 +65,6 @@ impl Hsm {
     }
 }
 
-/// The vault record of the active key of `name`, as stored.
-fn record(env: &Env, name: &str) -> serde_json::Value {
-    let dir = env.path(&format!("vault/{name}"));
-    let active = std::fs::read_to_string(dir.join("active")).unwrap();
-    serde_json::from_slice(&std::fs::read(dir.join(format!("{}.json", active.trim()))).unwrap()).unwrap()
-}
-
 fn token_key_signs_every_format(algo: &str) {
     let s = Stack::new();
     let hsm = Hsm::new(&s.env);
@@ -80,7 +73,7 @@ fn token_key_signs_every_format(algo: &str) {
     let cert = s.env.export("release");
 
     // The vault holds the certificate and where the key is, nothing secret.
-    let rec = record(&s.env, "release");
+    let rec = s.env.vault_record("release");
     assert_eq!(rec["kek"]["kind"], "pkcs11", "{rec}");
     assert_eq!((rec["ciphertext"].as_str(), rec["wrapped_dek"].as_str()), (Some(""), Some("")), "{rec}");
     let public = rec["public_key"].as_str().unwrap();
@@ -138,13 +131,13 @@ fn a_token_that_refuses_fails_the_job_key_unavailable_and_the_worker_goes_on() {
     drop(token);
     let adopted = ok(hsm.cmd(s.env.signet()).args(["keys", "import", "adopted", "--pkcs11", "made-elsewhere"]));
     assert!(adopted.contains("pkcs11:signet-test"), "{adopted}");
-    let label = record(&s.env, "release")["kek"]["label"].as_str().unwrap().to_owned();
+    let label = s.env.vault_record("release")["kek"]["label"].as_str().unwrap().to_owned();
     let refused = fails(hsm.cmd(s.env.signet()).args(["keys", "import", "twice", "--pkcs11", &label]));
     assert!(refused.contains("already in the vault as release"), "{refused}");
     // Rotating a token key makes the new key in the token too.
     let rotated = ok(hsm.cmd(s.env.signet()).args(["keys", "rotate", "adopted"]));
     assert!(rotated.contains("active"), "{rotated}");
-    assert_eq!(record(&s.env, "adopted")["kek"]["kind"], "pkcs11", "rotation left the token");
+    assert_eq!(s.env.vault_record("adopted")["kek"]["kind"], "pkcs11", "rotation left the token");
 
     let fx = s.env.fixtures();
     s.upload("fx/hello-1.0.tar.gz", &fx.join("files/hello-1.0.tar.gz"));

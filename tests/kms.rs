@@ -11,15 +11,6 @@ use signet::vault::seal::{KekInfo, SealedKey};
 
 const RPM: &str = "fx/hello-1.0-1.noarch.rpm";
 
-fn kms_client(s: &Stack) -> aws_sdk_kms::Client {
-    let shared = s.rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
-    let conf = aws_sdk_kms::config::Builder::from(&shared)
-        .endpoint_url(&s.s3_endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .build();
-    aws_sdk_kms::Client::from_conf(conf)
-}
-
 /// Every OpenPGP packet tag sequoia finds in `bytes` (nothing if it is not OpenPGP).
 fn packet_tags(bytes: &[u8]) -> Vec<sequoia_openpgp::packet::Tag> {
     let mut tags = Vec::new();
@@ -47,7 +38,7 @@ fn is_secret(tag: &sequoia_openpgp::packet::Tag) -> bool {
 #[test]
 fn kms_sealed_keys_sign_rotate_and_fail_closed_when_kms_refuses() {
     let s = Stack::new();
-    let kms = kms_client(&s);
+    let kms = s.kms_client(&s.s3_endpoint);
     let kms_key = s.rt.block_on(kms.create_key().description(&s.ns).send()).unwrap();
     let kms_key = kms_key.key_metadata().unwrap().key_id().to_owned();
     let prefix = format!("{}/", s.ns);

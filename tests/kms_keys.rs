@@ -21,15 +21,6 @@ use sequoia_openpgp::types::HashAlgorithm;
 use sha2::Digest;
 use signet::key::PublicMaterial;
 
-fn kms_client(s: &Stack, endpoint: &str) -> aws_sdk_kms::Client {
-    let shared = s.rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
-    let conf = aws_sdk_kms::config::Builder::from(&shared)
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .build();
-    aws_sdk_kms::Client::from_conf(conf)
-}
-
 /// Fails loudly unless the KMS signs a `MessageType=DIGEST` request over the digest as
 /// given, as AWS KMS does (unpatched moto 5.2 hashes it again, which no verifier accepts).
 fn kms_signs_digests_as_given(s: &Stack, kms: &aws_sdk_kms::Client) {
@@ -60,17 +51,10 @@ fn kms_signs_digests_as_given(s: &Stack, kms: &aws_sdk_kms::Client) {
     });
 }
 
-/// The vault record of the active key of `name`, as stored.
-fn record(env: &Env, name: &str) -> serde_json::Value {
-    let dir = env.path(&format!("vault/{name}"));
-    let active = std::fs::read_to_string(dir.join("active")).unwrap();
-    serde_json::from_slice(&std::fs::read(dir.join(format!("{}.json", active.trim()))).unwrap()).unwrap()
-}
-
 #[test]
 fn a_kms_rsa4096_key_signs_every_format_and_never_leaves_kms() {
     let s = Stack::new();
-    let kms = kms_client(&s, &s.s3_endpoint);
+    let kms = s.kms_client(&s.s3_endpoint);
     kms_signs_digests_as_given(&s, &kms);
     let kms_env = [("SIGNET_KMS_ENDPOINT", s.s3_endpoint.as_str())];
     let signet = || {
@@ -83,7 +67,7 @@ fn a_kms_rsa4096_key_signs_every_format_and_never_leaves_kms() {
 
     // The record holds the certificate and the key's ARN, nothing secret; the key's
     // creation time is KMS's, so the fingerprint is stable.
-    let rec = record(&s.env, "release");
+    let rec = s.env.vault_record("release");
     assert_eq!(rec["kek"]["kind"], "kms-key", "{rec}");
     assert_eq!((rec["ciphertext"].as_str(), rec["wrapped_dek"].as_str()), (Some(""), Some("")), "{rec}");
     let arn = rec["kek"]["key_id"].as_str().unwrap().to_owned();
@@ -116,7 +100,7 @@ fn a_kms_rsa4096_key_signs_every_format_and_never_leaves_kms() {
     let other = other.key_metadata().unwrap().arn().unwrap().to_owned();
     let adopted = ok(signet().args(["keys", "import", "adopted", "--kms", &other]));
     assert!(adopted.contains(&format!("kms:{other}")), "{adopted}");
-    assert_ne!(record(&s.env, "adopted")["fingerprint"], rec["fingerprint"]);
+    assert_ne!(s.env.vault_record("adopted")["fingerprint"], rec["fingerprint"]);
 
     // Revoked through KMS: gpg shows it revoked and workers refuse it.
     let _w = s.worker(2, &kms_env);
@@ -126,7 +110,7 @@ fn a_kms_rsa4096_key_signs_every_format_and_never_leaves_kms() {
 #[test]
 fn a_kms_that_refuses_fails_the_job_at_once_and_one_that_throttles_is_retried() {
     let s = Stack::new();
-    let kms = kms_client(&s, &s.s3_endpoint);
+    let kms = s.kms_client(&s.s3_endpoint);
     kms_signs_digests_as_given(&s, &kms);
     let signet = || {
         let mut c = s.env.signet();
@@ -144,7 +128,7 @@ fn a_kms_that_refuses_fails_the_job_at_once_and_one_that_throttles_is_retried() 
 
     ok(signet().args(["keys", "generate", "release", "--in", "kms", "--algo", "rsa4096"]));
     s.env.generate("local", "ed25519");
-    let arn = record(&s.env, "release")["kek"]["key_id"].as_str().unwrap().to_owned();
+    let arn = s.env.vault_record("release")["kek"]["key_id"].as_str().unwrap().to_owned();
     s.upload("fx/hello-1.0.tar.gz", &s.env.fixtures().join("files/hello-1.0.tar.gz"));
     s.upload("fx/hello-1.0-1.noarch.rpm", &s.env.fixtures().join("rpm/hello-1.0-1.noarch.rpm"));
 

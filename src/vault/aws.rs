@@ -85,6 +85,16 @@ impl Drop for AwsRuntime {
     }
 }
 
+/// A KMS client on `aws`'s runtime and configuration, at `endpoints.kms` if set (for the
+/// vault's data keys and for KMS signing keys alike).
+pub(crate) fn kms_client(aws: &AwsRuntime, endpoints: &AwsEndpoints) -> aws_sdk_kms::Client {
+    let mut b = aws_sdk_kms::config::Builder::from(aws.config()).region(aws.region());
+    if let Some(ep) = &endpoints.kms {
+        b = b.endpoint_url(ep);
+    }
+    aws_sdk_kms::Client::from_conf(b.build())
+}
+
 /// Whether a failed AWS call may succeed if made again: throttling (KMS answers it with a
 /// 400 and a `Throttling…` code), KMS-side faults, 429, 5xx and transport trouble (no status).
 pub(crate) fn transient(status: Option<u16>, message: &str) -> bool {

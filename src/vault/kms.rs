@@ -12,7 +12,7 @@ use aws_sdk_kms::types::DataKeySpec;
 use zeroize::Zeroizing;
 
 use super::VaultError;
-use super::aws::{AwsEndpoints, AwsRuntime, describe, transient};
+use super::aws::{AwsEndpoints, AwsRuntime, describe, kms_client, transient};
 use super::seal::{FORMAT, KekInfo, KeyWrapper, SealContext, SecretKey32};
 
 /// Wraps data keys with a KMS key.
@@ -33,11 +33,7 @@ impl std::fmt::Debug for KmsWrapper {
 impl KmsWrapper {
     /// A KMS client on `aws`'s runtime.
     pub fn new(aws: Arc<AwsRuntime>, endpoints: &AwsEndpoints, key_id: Option<String>) -> Self {
-        let mut b = aws_sdk_kms::config::Builder::from(aws.config()).region(aws.region());
-        if let Some(ep) = &endpoints.kms {
-            b = b.endpoint_url(ep);
-        }
-        KmsWrapper { client: Client::from_conf(b.build()), aws, key_id }
+        KmsWrapper { client: kms_client(&aws, endpoints), aws, key_id }
     }
 
     fn context(ctx: &SealContext) -> [(&'static str, String); 3] {

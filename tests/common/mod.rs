@@ -95,6 +95,14 @@ impl Env {
     }
 
     /// Builds the standard fixtures (RPMs, DEBs, tarball, APT and RPM repositories).
+    /// The stored vault record of the active key of `name` (a `dir:` vault), as JSON.
+    pub fn vault_record(&self, name: &str) -> serde_json::Value {
+        let dir = self.path(&format!("vault/{name}"));
+        let active = std::fs::read_to_string(dir.join("active")).expect("an active key");
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{}.json", active.trim()))).expect("its record"))
+            .expect("a JSON record")
+    }
+
     pub fn fixtures(&self) -> PathBuf {
         let out = self.path("fixtures");
         ok(Command::new("bash").arg(repo().join("tests/support/fixtures.sh")).arg("all").arg(&out));

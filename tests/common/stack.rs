@@ -89,6 +89,16 @@ impl Stack {
         stack
     }
 
+    /// A KMS client for the test's own KMS calls, at `endpoint` (moto serves KMS beside S3).
+    pub fn kms_client(&self, endpoint: &str) -> aws_sdk_kms::Client {
+        let shared = self.rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
+        let conf = aws_sdk_kms::config::Builder::from(&shared)
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        aws_sdk_kms::Client::from_conf(conf)
+    }
+
     /// This test's approvals location (beside its audit log, never inside it).
     pub fn approvals(&self) -> String {
         format!("{}-approvals/", self.audit.trim_end_matches('/'))
