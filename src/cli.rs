@@ -135,6 +135,11 @@ pub struct WorkerArgs {
     /// `invalid_artifact` before it is downloaded.
     #[arg(long, env = "SIGNET_MAX_ARTIFACT_BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
     pub max_artifact_bytes: u64,
+    /// Signed RPMs at least this big (bytes) are assembled in S3: the new lead, signature
+    /// header and first 5 MiB are uploaded, the rest is copied server-side from the input
+    /// object pinned to its ETag (UploadPartCopy). 0 uploads every output whole.
+    #[arg(long, env = "SIGNET_COPY_TAIL_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub copy_tail_bytes: u64,
     /// Seconds in-flight jobs may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SIGNET_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -382,6 +387,11 @@ pub struct SignArgs {
     /// KMS key).
     #[arg(long, env = "SIGNET_SIGN_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Sign RPMs where they are, as `rpmsign --addsign` does: only the lead and signature
+    /// header are rewritten when the new one fits the old one's space (otherwise a signed
+    /// copy replaces the file). SHA256SUMS and manifest.json still go to --out. RPMs only.
+    #[arg(long)]
+    pub in_place: bool,
     #[command(flatten)]
     pub vault: VaultArgs,
     /// Files to sign.

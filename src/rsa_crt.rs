@@ -11,11 +11,13 @@
 //! is `factor2⁻¹ mod factor1`, OpenPGP's `u` is `p⁻¹ mod q`. With OpenSSL's factor1 = OpenPGP
 //! `q` and factor2 = `p`, `u` serves as the coefficient as it is; the exponents are
 //! `d mod (q - 1)` and `d mod (p - 1)`, computed once with OpenSSL's constant-time bignums
-//! in its secure heap. The secret values live in zeroizing buffers, like the rest of an
-//! unsealed key; the process is non-dumpable as before (`harden.rs`).
+//! in its secure heap. The OpenSSL key is built once, when the key is unsealed, and shared
+//! by the threads of a batch (building it cost about as much as a signature); OpenSSL frees
+//! it with `BN_clear_free` when the last handle goes. The byte copies it is built from are
+//! zeroizing buffers, dropped at once; the process is non-dumpable as before (`harden.rs`).
 
 use std::ffi::{CStr, c_int};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ossl::pkey::EvpPkey;
 use ossl::signature::{OsslSignature, SigAlg, SigOp};
@@ -36,19 +38,22 @@ fn context() -> anyhow::Result<&'static OsslContext> {
         .ok_or_else(|| anyhow::anyhow!("OpenSSL: cannot make a library context"))
 }
 
+/// An OpenSSL RSA key with every CRT parameter, built once when the key is unsealed and
+/// shared by every thread that signs with it.
+struct SharedPkey(EvpPkey);
+
+// SAFETY: an EVP_PKEY that is not modified after it is built may be used by several threads
+// at once (openssl-threads(7): "objects ... may be used concurrently by multiple threads
+// as long as they are not modified"); signet only reads it, through a fresh EVP_PKEY_CTX per
+// signature (OsslSignature::new), and frees it once, when the last Arc goes.
+unsafe impl Send for SharedPkey {}
+unsafe impl Sync for SharedPkey {}
+
 /// An RSA signing key with its CRT parameters.
 #[derive(Clone)]
 pub struct CrtSigner {
     public: Key<PublicParts, UnspecifiedRole>,
-    n: Vec<u8>,
-    e: Vec<u8>,
-    d: Zeroizing<Vec<u8>>,
-    /// OpenSSL's factor1 (OpenPGP `q`) and factor2 (OpenPGP `p`).
-    factor1: Zeroizing<Vec<u8>>,
-    factor2: Zeroizing<Vec<u8>>,
-    exponent1: Zeroizing<Vec<u8>>,
-    exponent2: Zeroizing<Vec<u8>>,
-    coefficient: Zeroizing<Vec<u8>>,
+    pkey: Arc<SharedPkey>,
 }
 
 impl std::fmt::Debug for CrtSigner {
@@ -58,7 +63,9 @@ impl std::fmt::Debug for CrtSigner {
 }
 
 impl CrtSigner {
-    /// The CRT signer of an unencrypted RSA key, or `None` if `key` is not one.
+    /// The CRT signer of an unencrypted RSA key, or `None` if `key` is not one. The OpenSSL
+    /// key is built here, once; the byte copies of the secret values it is built from are
+    /// zeroized before this returns.
     pub fn new(key: &Key<SecretParts, UnspecifiedRole>) -> Option<anyhow::Result<CrtSigner>> {
         let mpi::PublicKey::RSA { e, n } = key.mpis() else { return None };
         let openpgp::packet::key::SecretKeyMaterial::Unencrypted(secret) = key.secret() else { return None };
@@ -70,40 +77,35 @@ impl CrtSigner {
         })?;
         let [d, p, q, u] = parts;
         Some((|| -> anyhow::Result<CrtSigner> {
-            Ok(CrtSigner {
-                public: key.clone().take_secret().0,
-                n: n.value().to_vec(),
-                e: e.value().to_vec(),
-                exponent1: mod_minus_one(&d, &q)?,
-                exponent2: mod_minus_one(&d, &p)?,
-                d,
-                factor1: q,
-                factor2: p,
-                coefficient: u,
-            })
+            // OpenSSL's factor1 is OpenPGP q, factor2 is p (see the module comment).
+            let (exponent1, exponent2) = (mod_minus_one(&d, &q)?, mod_minus_one(&d, &p)?);
+            let pkey = build_pkey(n.value(), e.value(), [&d, &q, &p, &exponent1, &exponent2, &u])?;
+            Ok(CrtSigner { public: key.clone().take_secret().0, pkey: Arc::new(SharedPkey(pkey)) })
         })())
     }
+}
 
-    /// The key as OpenSSL's, with every CRT parameter.
-    fn pkey(&self) -> anyhow::Result<EvpPkey> {
-        let ossl = |e: ossl::Error| anyhow::anyhow!("OpenSSL: {e}");
-        let mut params = OsslParamBuilder::with_capacity(8);
-        for (name, value) in [
-            (c"n", &self.n[..]),
-            (c"e", &self.e[..]),
-            (c"d", &self.d[..]),
-            (c"rsa-factor1", &self.factor1[..]),
-            (c"rsa-factor2", &self.factor2[..]),
-            (c"rsa-exponent1", &self.exponent1[..]),
-            (c"rsa-exponent2", &self.exponent2[..]),
-            (c"rsa-coefficient1", &self.coefficient[..]),
-        ] {
-            params.add_bn(name, value).map_err(ossl)?;
-        }
-        let params = params.finalize();
-        const RSA: &CStr = c"RSA";
-        EvpPkey::fromdata(context()?, RSA, ossl::bindings::EVP_PKEY_KEYPAIR as _, &params).map_err(ossl)
+/// The key as OpenSSL's, with every CRT parameter: `secret` is d, factor1, factor2,
+/// exponent1, exponent2 and the coefficient.
+fn build_pkey(n: &[u8], e: &[u8], secret: [&Zeroizing<Vec<u8>>; 6]) -> anyhow::Result<EvpPkey> {
+    let ossl = |e: ossl::Error| anyhow::anyhow!("OpenSSL: {e}");
+    let [d, f1, f2, e1, e2, c] = secret;
+    let mut params = OsslParamBuilder::with_capacity(8);
+    for (name, value) in [
+        (c"n", n),
+        (c"e", e),
+        (c"d", &d[..]),
+        (c"rsa-factor1", &f1[..]),
+        (c"rsa-factor2", &f2[..]),
+        (c"rsa-exponent1", &e1[..]),
+        (c"rsa-exponent2", &e2[..]),
+        (c"rsa-coefficient1", &c[..]),
+    ] {
+        params.add_bn(name, value).map_err(ossl)?;
     }
+    let params = params.finalize();
+    const RSA: &CStr = c"RSA";
+    EvpPkey::fromdata(context()?, RSA, ossl::bindings::EVP_PKEY_KEYPAIR as _, &params).map_err(ossl)
 }
 
 impl openpgp::crypto::Signer for CrtSigner {
@@ -119,8 +121,7 @@ impl openpgp::crypto::Signer for CrtSigner {
         let ossl = |e: ossl::Error| anyhow::anyhow!("OpenSSL: {e}");
         let mut info = hash_algo.oid()?.to_vec();
         info.extend_from_slice(digest);
-        let key = self.pkey()?;
-        let mut signer = OsslSignature::new(context()?, SigOp::Sign, SigAlg::Rsa, &key, None).map_err(ossl)?;
+        let mut signer = OsslSignature::new(context()?, SigOp::Sign, SigAlg::Rsa, &self.pkey.0, None).map_err(ossl)?;
         let size = signer.sign(&info, None).map_err(ossl)?;
         let mut sig = vec![0u8; size];
         let len = signer.sign(&info, Some(&mut sig)).map_err(ossl)?;

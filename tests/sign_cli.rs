@@ -280,3 +280,79 @@ fn a_batch_signed_on_several_threads_keeps_its_order_and_fails_whole() {
     assert!(err.contains("hello-2.rpm"), "{err}");
     assert!(listing(&out2).is_empty(), "a failed batch left {:?}", listing(&out2));
 }
+
+/// Makes one RPM with a `size`-byte payload, with rpm's reserved signature space set to
+/// `reserved` bytes (None: rpm's default, 4096).
+fn sized_rpm(env: &Env, dir: &str, name: &str, size: u64, reserved: Option<u64>) -> std::path::PathBuf {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join("tests/support/fixtures.sh")).arg("rpm").arg(env.path(dir)).args([name, &size.to_string()]);
+    if let Some(r) = reserved {
+        cmd.env("FIXTURE_RPM_RESERVED_SPACE", r.to_string());
+    }
+    ok(&mut cmd);
+    env.path(dir).join(format!("{name}-1.0-1.noarch.rpm"))
+}
+
+#[test]
+fn in_place_rewrites_only_the_signature_header_or_replaces_the_file_whole() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let cert = env.generate("k", "ed25519");
+    let size = 8 * 1024 * 1024;
+    // rpm's default 4 KiB of reserved space: the new header fits where the old one was.
+    let roomy_src = sized_rpm(&env, "fx1", "roomy", size, None);
+    // 32 bytes of reserved space (what rpm leaves with 0): no room for a signature.
+    let tight_src = sized_rpm(&env, "fx2", "tight", size, Some(0));
+    let pkgs = env.path("pkgs");
+    fs::create_dir_all(&pkgs).unwrap();
+    let (roomy, tight) = (pkgs.join("roomy-1.0-1.noarch.rpm"), pkgs.join("tight-1.0-1.noarch.rpm"));
+    fs::copy(&roomy_src, &roomy).unwrap();
+    fs::copy(&tight_src, &tight).unwrap();
+    let (roomy_before, tight_before) = (fs::read(&roomy).unwrap(), fs::read(&tight).unwrap());
+    let (roomy_ino, tight_ino) = (fs::metadata(&roomy).unwrap().ino(), fs::metadata(&tight).unwrap().ino());
+
+    let out = env.path("out");
+    ok(env.signet().args(["sign", "--in-place", "--key", "k", "--out"]).arg(&out).arg(&roomy).arg(&tight));
+
+    // Both packages are signed where they are and pass rpmkeys; --out holds only the batch files.
+    accepts("verify_rpm", &[&cert, &roomy]);
+    accepts("verify_rpm", &[&cert, &tight]);
+    assert_eq!(listing(&out), ["SHA256SUMS", "SHA256SUMS.asc", "manifest.json", "manifest.json.asc"]);
+    // The roomy one was rewritten in place (same file), only within its lead and signature header.
+    let roomy_after = fs::read(&roomy).unwrap();
+    assert_eq!(fs::metadata(&roomy).unwrap().ino(), roomy_ino, "the roomy package was not signed in place");
+    assert_eq!(roomy_after.len(), roomy_before.len());
+    let last_change = (0..roomy_after.len()).rev().find(|&i| roomy_after[i] != roomy_before[i]).unwrap();
+    assert!(last_change < 96 + 8 * 1024, "byte {last_change} changed, past the signature header");
+    // The tight one was replaced by a signed copy: a new file, same payload, same mode.
+    let tight_after = fs::read(&tight).unwrap();
+    assert_ne!(fs::metadata(&tight).unwrap().ino(), tight_ino, "the tight package cannot have been signed in place");
+    assert!(tight_after.ends_with(&tight_before[tight_before.len() - size as usize..]));
+    assert_eq!(fs::metadata(&tight).unwrap().mode() & 0o777, fs::metadata(&tight_src).unwrap().mode() & 0o777);
+    assert!(listing(&pkgs).len() == 2, "a temporary file was left beside the packages: {:?}", listing(&pkgs));
+
+    // SHA256SUMS names the packages as they are now, and the manifest their digests before.
+    ok(Command::new("sha256sum").arg("-c").arg(out.join("SHA256SUMS")).current_dir(&pkgs));
+    accepts("verify_gpg", &[&cert, &out.join("SHA256SUMS.asc"), &out.join("SHA256SUMS")]);
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    use sha2::{Digest, Sha256};
+    assert_eq!(m["artifacts"][0]["input"]["sha256"], hex::encode(Sha256::digest(&roomy_before)));
+    assert_eq!(m["artifacts"][1]["input"]["sha256"], hex::encode(Sha256::digest(&tight_before)));
+    assert_eq!(m["artifacts"][0]["outputs"][0]["sha256"], hex::encode(Sha256::digest(&roomy_after)));
+
+    // A package whose payload was damaged is refused and left exactly as it was.
+    let bad = tampered(&roomy_src, &pkgs.join("bad-1.0-1.noarch.rpm"), -100);
+    let bad_before = fs::read(&bad).unwrap();
+    let err = fails(env.signet().args(["sign", "--in-place", "--key", "k", "--out"]).arg(env.path("out2")).arg(&bad));
+    assert!(err.contains("payload digest mismatch"), "{err}");
+    assert_eq!(fs::read(&bad).unwrap(), bad_before, "a refused package was modified");
+    // --in-place is for RPMs.
+    let fx = env.fixtures();
+    let err = fails(
+        env.signet()
+            .args(["sign", "--in-place", "--key", "k", "--out"])
+            .arg(env.path("out3"))
+            .arg(fx.join("deb/hello_1.0_all.deb")),
+    );
+    assert!(err.contains("--in-place signs RPMs only"), "{err}");
+}

@@ -372,3 +372,39 @@ fn submit_wait_exits_2_when_no_worker_answers_in_time() {
     // The job itself was accepted by the broker and waits for a worker.
     assert_eq!(s.queued_jobs(), 1);
 }
+
+/// A signed RPM above `SIGNET_COPY_TAIL_BYTES` (default 64 MiB) is assembled in S3: the
+/// worker uploads its new lead and signature header and the first 5 MiB, and the server
+/// copies the rest from the input object. `SIGNET_TEST_BIG_RPM_MIB` sets the size (default
+/// 96; the closing figures were taken with 1024).
+#[test]
+fn a_big_rpm_is_assembled_in_s3_without_uploading_its_payload() {
+    let s = Stack::new();
+    let cert = s.env.generate("release", "ed25519");
+    upload_fixtures(&s);
+    let mib: u64 = std::env::var("SIGNET_TEST_BIG_RPM_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(96);
+    s.upload_big_rpm(mib << 20);
+    // Every byte the worker sends to S3 goes through the proxy and is counted.
+    let proxy = Proxy::new(&s.s3_endpoint);
+    let w = s.worker_with_endpoint(1, &proxy.url(), &[]);
+    // A small job first: the key is unsealed (Argon2id's 64 MiB) and cached, so what the big
+    // job adds to the peak is its own.
+    let (code, ev) = s.submit_wait("small", "release", "small/", &["fx/hello-1.0-1.noarch.rpm"]);
+    assert_eq!(code, 0, "{ev:#?}");
+    let (idle_peak, sent_before) = (w.peak_rss_kib(), proxy.sent());
+
+    let (code, ev) = s.submit_wait("big", "release", "big/", &["fx/big-1.0-1.noarch.rpm"]);
+    let ev = ev.expect("an event");
+    assert_eq!(code, 0, "{ev:#?}");
+    let sent = proxy.sent() - sent_before;
+    let peak = w.peak_rss_kib();
+    eprintln!("{mib} MiB RPM: {sent} bytes sent to S3, peak RSS {peak} KiB after {idle_peak} KiB");
+    assert!(sent < 16 << 20, "the worker sent {sent} bytes to S3 for a {mib} MiB package");
+    assert!(peak < idle_peak + 64 * 1024, "the worker's peak RSS went from {idle_peak} KiB to {peak} KiB");
+    assert!(w.log_text().contains("assembled in S3 from the input"), "{}", w.log_text());
+    // The assembled package is what the event says, byte for byte, and passes rpmkeys,
+    // SHA256SUMS and the manifest's signature.
+    check_outputs(&s, &ev, &cert);
+    let rpm = ev.data.outputs.iter().find(|o| o.key.ends_with(".rpm")).expect("the RPM");
+    assert!(rpm.size > mib << 20);
+}

@@ -7,9 +7,9 @@ use signet_fuzz::{signing_key, signing_time};
 
 fuzz_target!(|data: &[u8]| {
     let (mut key, t) = (signing_key(), signing_time());
+    let checker = signet::check::Checker::new(vec![key.public()]);
     let mut out = Vec::new();
-    if signet::sign::deb::sign(&mut &data[..], &mut out, &mut key, t).is_ok() {
-        let checker = signet::check::Checker::new(vec![key.public()]);
+    if signet::sign::deb::sign(&mut &data[..], &mut out, &mut key, &checker, t).is_ok() {
         signet::sign::deb::verify(&mut std::io::Cursor::new(&out), &checker).expect("signed DEB does not verify");
     }
     // The reader on its own, as `signet verify` uses it.

@@ -8,10 +8,10 @@ use signet_fuzz::{signing_key, signing_time};
 
 fuzz_target!(|data: &[u8]| {
     let (mut key, t) = (signing_key(), signing_time());
+    let checker = signet::check::Checker::new(vec![key.public()]);
     let mut out = Vec::new();
-    if signet::sign::rpm::sign(&mut &data[..], &mut out, &mut key, t).is_ok() {
-        // What signet signed, it must verify (the worker's self-check does the same).
-        let checker = signet::check::Checker::new(vec![key.public()]);
+    if signet::sign::rpm::sign(&mut &data[..], &mut out, &mut key, &checker, t).is_ok() {
+        // What signet signed (and self-checked from memory), it must verify as written.
         signet::sign::rpm::verify(&mut &out[..], &checker, true).expect("signed RPM does not verify");
     }
 });

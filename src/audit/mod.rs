@@ -404,6 +404,16 @@ mod tests {
         async fn put_file(&self, bucket: &str, key: &str, _: &Path, _: &str, _: bool) -> Result<(), StoreError> {
             Err(refused(bucket, key))
         }
+        async fn put_file_copying_tail(
+            &self,
+            bucket: &str,
+            key: &str,
+            _: &Path,
+            _: &str,
+            _: &crate::store::CopyTail,
+        ) -> Result<crate::store::Reused, StoreError> {
+            Err(refused(bucket, key))
+        }
         async fn put_bytes(
             &self,
             bucket: &str,

@@ -43,14 +43,16 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
         time: SystemTime::now(),
         approvals: Vec::new(),
         parallel: if args.threads == 0 { sign::parallelism(&key) } else { args.threads },
+        in_place: args.in_place,
     };
     let batch = sign::sign_batch(&mut key, &artifacts, &ctx, staging.path())?;
     sign::commit_to_dir(staging.path(), &batch, &args.out)?;
     for o in &batch.outputs {
         println!("{}  {}", o.sha256, o.name);
     }
+    let where_ = if args.in_place { "in place, SHA256SUMS and manifest into" } else { "into" };
     eprintln!(
-        "signed {} artifact(s) with {} ({}) into {}",
+        "signed {} artifact(s) with {} ({}) {where_} {}",
         artifacts.len(),
         args.key,
         key.fingerprint(),

@@ -73,6 +73,7 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         max_deliveries,
         retry_horizon: args.retry_horizon,
         max_artifact_bytes: args.max_artifact_bytes,
+        copy_tail_bytes: args.copy_tail_bytes,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         work_dir: args.work_dir.unwrap_or_else(|| std::env::temp_dir().join("signet-work")),
         source,

@@ -31,6 +31,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_histogram!("signet_job_duration_seconds", metrics::Unit::Seconds, "Time from delivery to settlement.");
     describe_gauge!("signet_jobs_in_flight", "Jobs this worker is handling now.");
     describe_counter!("signet_signatures_total", "Artifacts signed, by format.");
+    describe_counter!(
+        "signet_output_bytes_total",
+        "Bytes of packages assembled in S3: uploaded by the worker, or copied by the server from the input."
+    );
     describe_counter!("signet_retries_total", "Retries of a failed call or a whole job, by stage.");
     describe_counter!("signet_audit_appends_total", "Records appended to this worker's audit chain.");
     describe_counter!("signet_amqp_reconnects_total", "Broker sessions opened after the first.");
@@ -126,6 +130,13 @@ pub fn amqp_reconnect() {
 /// An S3 request was answered (`error`: the kind of error, `None` for success).
 pub fn s3_request(operation: &'static str, error: Option<&'static str>) {
     counter!("signet_s3_requests_total", "operation" => operation, "result" => error.unwrap_or("ok")).increment(1);
+}
+
+/// A signed package was assembled in S3: `uploaded` bytes sent, `copied` bytes copied by
+/// the server from the input object.
+pub fn copied_tail(uploaded: u64, copied: u64) {
+    counter!("signet_output_bytes_total", "how" => "uploaded").increment(uploaded);
+    counter!("signet_output_bytes_total", "how" => "copied_in_s3").increment(copied);
 }
 
 /// An S3 request of the audit log was answered.

@@ -167,6 +167,7 @@ pub fn sign(
     input: &mut dyn Read,
     out: &mut dyn Write,
     key: &mut SigningKey,
+    checker: &Checker,
     time: SystemTime,
 ) -> Result<DebSigned, SignError> {
     let mut archive = Reader::new(input).map_err(ar_err)?;
@@ -204,8 +205,11 @@ pub fn sign(
     }
     order.finish()?;
     check_signed_data(&guard)?;
-    let sig = key.sign_hash(hash, time)?;
+    let sig = key.sign_hash(hash.clone(), time)?;
     let bytes = key::binary_signature(&sig)?;
+    // The self-check: the packet as it will be stored, over the members as they were written.
+    let stored = check::parse_signature(&bytes).map_err(|e| SignError::BadSignature(e.to_string()))?;
+    checker.packet(&stored, &hash).map_err(|e| SignError::BadSignature(e.to_string()))?;
     let mut header = ar::Header::new(ORIGIN.to_vec(), bytes.len() as u64);
     header.set_mode(0o100644);
     header.set_mtime(time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));

@@ -4,16 +4,22 @@
 use std::io::{self, Read, Write};
 use std::time::SystemTime;
 
+use sequoia_openpgp::Packet;
+use sequoia_openpgp::parse::Parse;
+
 use super::SignError;
 use super::content::Guard;
+use crate::check::Checker;
 use crate::key::{self, SigningKey};
 
-/// Copies `input` to `copy` while hashing it, then writes the armored signature to `asc`.
+/// Copies `input` to `copy` while hashing it, then writes the armored signature to `asc`,
+/// once `checker` has checked it (as armored, parsed back) over the bytes that were copied.
 pub fn sign(
     input: &mut dyn Read,
     copy: &mut dyn Write,
     asc: &mut dyn Write,
     key: &mut SigningKey,
+    checker: &Checker,
     time: SystemTime,
 ) -> Result<(), SignError> {
     let mut hash = SigningKey::hasher()?;
@@ -36,7 +42,13 @@ pub fn sign(
             kind.describe()
         )));
     }
-    let sig = key.sign_hash(hash, time)?;
-    asc.write_all(&key::armor_signature(&sig)?)?;
+    let sig = key.sign_hash(hash.clone(), time)?;
+    let armored = key::armor_signature(&sig)?;
+    let stored = Packet::from_bytes(&armored[..]).map_err(|e| SignError::BadSignature(e.to_string()));
+    let Packet::Signature(stored) = stored? else {
+        return Err(SignError::BadSignature("the armored signature does not read back as one".into()));
+    };
+    checker.packet(&stored, &hash).map_err(|e| SignError::BadSignature(e.to_string()))?;
+    asc.write_all(&armored)?;
     Ok(())
 }

@@ -2,7 +2,9 @@
 //!
 //! [`sign_batch`] signs a set of local files into a staging directory: every output, then
 //! `SHA256SUMS` and `SHA256SUMS.asc`, then `manifest.json.asc` and `manifest.json`. Each
-//! output is checked with sequoia against the public key before the batch is returned. The
+//! signature is checked with sequoia against the public key before it is written, over the
+//! bytes as they were streamed to the output (from memory, without reading the output
+//! again); each input is read once. The
 //! caller makes the staged files final: [`commit_to_dir`] for a local directory, uploads in
 //! the same order for object storage. `manifest.json` goes last and marks a complete set.
 
@@ -156,6 +158,21 @@ pub struct Output {
     pub format: Format,
     /// Index of that artifact in the batch.
     pub artifact: usize,
+    /// Signed where the artifact was (`signet sign --in-place`): already final at the
+    /// artifact's path, not in the staging directory.
+    #[serde(default)]
+    pub in_place: bool,
+    /// Where the output is the artifact byte for byte to its end: an RPM whose signature
+    /// header was replaced. The worker copies that part in S3 instead of uploading it.
+    #[serde(default)]
+    pub same_tail: Option<SameTail>,
+}
+
+/// `output[output_from..]` is `input[input_from..]`, byte for byte.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SameTail {
+    pub input_from: u64,
+    pub output_from: u64,
 }
 
 /// A signed batch, staged and checked.
@@ -199,6 +216,9 @@ pub struct BatchContext {
     pub approvals: Vec<String>,
     /// How many artifacts are signed at once (at least 1): see [`parallelism`].
     pub parallel: usize,
+    /// Sign RPMs where they are ([`rpm::sign_in_place`], or a synced copy renamed over the
+    /// original when the new header does not fit) instead of into the staging directory.
+    pub in_place: bool,
 }
 
 /// How many artifacts of a batch to sign at once when the operator has not said: one per
@@ -240,6 +260,106 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// A reader that counts and hashes what passes through.
+pub struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader { inner, hash: Sha256::new(), size: 0 }
+    }
+
+    /// Reads what is left, and returns the hex SHA-256 and size of everything read.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((hex::encode(self.hash.finalize()), self.size))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Bytes read and hashed at a time by [`fan_out`].
+const CHUNK: usize = 1 << 20;
+
+/// Feeds everything `input` yields to every hasher (and to `out`, if given) and returns them
+/// with the byte count. Past the first chunk, each hasher but the first runs on a thread of
+/// its own, fed the chunks as they are read, so N hashes of a big file take about the wall
+/// time of one on N cores; a small input is hashed in place.
+pub fn fan_out<const N: usize>(
+    input: &mut dyn Read,
+    mut out: Option<&mut dyn Write>,
+    hashers: [Sha256; N],
+) -> io::Result<([Sha256; N], u64)> {
+    use std::sync::Arc;
+    use std::sync::mpsc::sync_channel;
+
+    fn fill(input: &mut dyn Read, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.clear();
+        input.take(CHUNK as u64).read_to_end(buf).map(|_| ())
+    }
+    let mut hashers = hashers;
+    let mut chunk = Vec::with_capacity(CHUNK);
+    fill(input, &mut chunk)?;
+    if chunk.len() < CHUNK || N == 1 {
+        let mut n = 0;
+        loop {
+            hashers.iter_mut().for_each(|h| h.update(&chunk));
+            if let Some(o) = out.as_mut() {
+                o.write_all(&chunk)?;
+            }
+            n += chunk.len() as u64;
+            if chunk.len() < CHUNK {
+                return Ok((hashers, n));
+            }
+            fill(input, &mut chunk)?;
+        }
+    }
+    let Some((first, rest)) = hashers.split_first_mut() else { unreachable!("N > 1 here") };
+    std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(N - 1);
+        let mut helpers = Vec::with_capacity(N - 1);
+        for h in rest.iter_mut() {
+            let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(4);
+            senders.push(tx);
+            helpers.push(scope.spawn(move || rx.into_iter().for_each(|c| h.update(&c[..]))));
+        }
+        let mut n = 0;
+        let read = loop {
+            let c = Arc::new(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+            senders.iter().for_each(|tx| drop(tx.send(Arc::clone(&c))));
+            first.update(&c[..]);
+            if let Some(o) = out.as_mut()
+                && let Err(e) = o.write_all(&c)
+            {
+                break Err(e);
+            }
+            n += c.len() as u64;
+            if c.len() < CHUNK {
+                break Ok(n);
+            }
+            if let Err(e) = fill(input, &mut chunk) {
+                break Err(e);
+            }
+        };
+        drop(senders);
+        for h in helpers {
+            h.join().map_err(|_| io::Error::other("a hashing thread panicked"))?;
+        }
+        read
+    })
+    .map(|n| (hashers, n))
+}
+
 /// Streams a file's SHA-256 and size.
 pub fn digest_file(path: &Path) -> io::Result<(String, u64)> {
     let mut w = HashingWriter::new(io::sink());
@@ -260,14 +380,16 @@ impl Stage<'_> {
         Ok(HashingWriter::new(BufWriter::with_capacity(256 * 1024, f)))
     }
 
+    /// A new staged file whose digest the caller computes.
+    fn create_plain(&self, name: &str) -> Result<BufWriter<File>, SignError> {
+        let f = fs::OpenOptions::new().write(true).create_new(true).open(self.dir.join(name))?;
+        Ok(BufWriter::with_capacity(256 * 1024, f))
+    }
+
     fn close(w: HashingWriter<BufWriter<File>>) -> Result<(String, u64), SignError> {
         let (buf, sha, size) = w.finish()?;
         buf.into_inner().map_err(|e| e.into_error())?;
         Ok((sha, size))
-    }
-
-    fn open(&self, name: &str) -> io::Result<BufReader<File>> {
-        Ok(BufReader::with_capacity(256 * 1024, File::open(self.dir.join(name))?))
     }
 }
 
@@ -327,7 +449,7 @@ pub fn sign_batch(
         if i >= artifacts.len() {
             break;
         }
-        let r = sign_one(&stage, key, &checker, i, &artifacts[i], formats[i], time);
+        let r = sign_one(&stage, key, &checker, i, &artifacts[i], formats[i], time, ctx.in_place);
         if r.is_err() {
             failed.store(true, Ordering::SeqCst);
         }
@@ -403,6 +525,7 @@ struct Signed {
 }
 
 /// Signs artifact `i` of a batch into the staging directory and checks what it wrote.
+#[allow(clippy::too_many_arguments)]
 fn sign_one(
     stage: &Stage,
     key: &mut SigningKey,
@@ -411,25 +534,33 @@ fn sign_one(
     a: &Artifact,
     format: Format,
     time: SystemTime,
+    in_place: bool,
 ) -> Result<Signed, SignError> {
     let staging = stage.dir;
     let mut outputs = Vec::new();
-    let (in_sha, in_size) = match &a.digest {
-        Some(d) => d.clone(),
-        None => digest_file(&a.path)?,
-    };
-    let mut input = BufReader::with_capacity(256 * 1024, File::open(&a.path)?);
+    if in_place && format != Format::Rpm {
+        return Err(SignError::InvalidArtifact {
+            artifact: a.source.clone(),
+            message: format!("--in-place signs RPMs only, and this is {format}"),
+        });
+    }
+    // The input is read once: its digest (when the caller has none) is taken on the way,
+    // by `input` here, or by rpm::sign itself for an RPM.
+    let open =
+        || -> io::Result<_> { Ok(HashingReader::new(BufReader::with_capacity(256 * 1024, File::open(&a.path)?))) };
+    let mut input = if format == Format::Rpm { None } else { Some(open()?) };
+    let mut input_digest = None;
     let mut record = ArtifactRecord {
         source: a.source.clone(),
         format,
-        input: FileDigest { name: a.name.clone(), sha256: in_sha, size: in_size },
+        input: FileDigest { name: a.name.clone(), sha256: String::new(), size: 0 },
         outputs: Vec::new(),
         package: None,
         replaced_signatures: Vec::new(),
     };
     let mut add = |name: &str, (sha256, size): (String, u64), record: &mut ArtifactRecord| {
         record.outputs.push(FileDigest { name: name.to_owned(), sha256: sha256.clone(), size });
-        outputs.push(Output { name: name.to_owned(), sha256, size, format, artifact: i });
+        outputs.push(Output { name: name.to_owned(), sha256, size, format, artifact: i, in_place, same_tail: None });
     };
     let with_name = |e: SignError| match e {
         SignError::Invalid(message) => SignError::InvalidArtifact { artifact: a.source.clone(), message },
@@ -437,19 +568,30 @@ fn sign_one(
     };
     match format {
         Format::Rpm => {
-            let mut w = stage.create(&a.name)?;
-            let signed = rpm::sign(&mut input, &mut w, key, time).map_err(with_name)?;
-            let digest = Stage::close(w)?;
-            rpm::verify(&mut stage.open(&a.name)?, checker, false).map_err(self_check(&a.name))?;
+            // rpm::sign hashes the package as read and as written itself, on threads of its
+            // own for a big payload: read it plainly.
+            let signed = if in_place {
+                rpm_in_place(key, checker, a, time)
+            } else {
+                let mut plain = BufReader::with_capacity(256 * 1024, File::open(&a.path)?);
+                let mut w = stage.create_plain(&a.name)?;
+                rpm::sign(&mut plain, &mut w, key, checker, time)
+                    .and_then(|s| w.into_inner().map_err(|e| e.into_error().into()).map(|_| s))
+            }
+            .map_err(self_check_or(&a.name, with_name))?;
             record.package = Some(signed.nevra);
             record.replaced_signatures = signed.replaced;
-            add(&a.name, digest, &mut record);
+            add(&a.name, signed.output, &mut record);
+            if let Some(o) = outputs.last_mut() {
+                o.same_tail = Some(SameTail { input_from: signed.head_before, output_from: signed.head_after });
+            }
+            input_digest = Some(signed.input);
         }
         Format::Deb => {
             let mut w = stage.create(&a.name)?;
-            let signed = deb::sign(&mut input, &mut w, key, time).map_err(with_name)?;
+            let signed = deb::sign(input.as_mut().expect("opened"), &mut w, key, checker, time)
+                .map_err(self_check_or(&a.name, with_name))?;
             let digest = Stage::close(w)?;
-            deb::verify(&mut stage.open(&a.name)?, checker).map_err(self_check(&a.name))?;
             record.replaced_signatures = signed.replaced;
             add(&a.name, digest, &mut record);
         }
@@ -457,17 +599,14 @@ fn sign_one(
             let asc_name = format!("{}.asc", a.name);
             let mut copy = stage.create(&a.name)?;
             let mut asc = stage.create(&asc_name)?;
-            detached::sign(&mut input, &mut copy, &mut asc, key, time).map_err(with_name)?;
+            detached::sign(input.as_mut().expect("opened"), &mut copy, &mut asc, key, checker, time)
+                .map_err(self_check_or(&a.name, with_name))?;
             let (d1, d2) = (Stage::close(copy)?, Stage::close(asc)?);
-            let sig = fs::read(staging.join(&asc_name))?;
-            checker
-                .detached(&sig, stage.open(&a.name)?)
-                .map_err(|e| self_check(&a.name)(SignError::BadSignature(e.to_string())))?;
             add(&a.name, d1, &mut record);
             add(&asc_name, d2, &mut record);
         }
         Format::AptRelease => {
-            let text = release::read(&mut input).map_err(with_name)?;
+            let text = release::read(input.as_mut().expect("opened")).map_err(with_name)?;
             let gpg_name = format!("{}.gpg", a.name);
             let mut copy = stage.create(&a.name)?;
             copy.write_all(&text)?;
@@ -492,7 +631,40 @@ fn sign_one(
         }
         Format::Auto => unreachable!("format was resolved above"),
     }
+    (record.input.sha256, record.input.size) = match (&a.digest, input_digest, input) {
+        (Some(d), _, _) => d.clone(),
+        (None, Some(d), _) => d,
+        (None, None, Some(input)) => input.finish()?,
+        (None, None, None) => unreachable!("an RPM's digest comes from rpm::sign"),
+    };
     Ok(Signed { record, outputs })
+}
+
+/// Signs the RPM at `a.path` where it is ([`rpm::sign_in_place`]). When the new signature
+/// header does not fit the old one's bytes, a signed copy is written beside it, synced, and
+/// renamed over the original with its permissions, so the package is never half-written.
+fn rpm_in_place(
+    key: &mut SigningKey,
+    checker: &Checker,
+    a: &Artifact,
+    time: SystemTime,
+) -> Result<rpm::RpmSigned, SignError> {
+    let file = fs::OpenOptions::new().read(true).write(true).open(&a.path)?;
+    if let Some(signed) = rpm::sign_in_place(&file, key, checker, time)? {
+        return Ok(signed);
+    }
+    let dir = a.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new().prefix(".signet-").tempfile_in(dir)?;
+    (&file).seek(io::SeekFrom::Start(0))?;
+    let mut w = BufWriter::with_capacity(256 * 1024, tmp.as_file());
+    let mut signed = rpm::sign(&mut BufReader::with_capacity(256 * 1024, &file), &mut w, key, checker, time)?;
+    w.into_inner().map_err(|e| e.into_error())?;
+    tmp.as_file().set_permissions(file.metadata()?.permissions())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&a.path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()?;
+    signed.in_place = false;
+    Ok(signed)
 }
 
 fn normalize(text: &[u8]) -> Vec<u8> {
@@ -501,6 +673,18 @@ fn normalize(text: &[u8]) -> Vec<u8> {
 
 fn self_check(name: &str) -> impl Fn(SignError) -> SignError + '_ {
     move |e| SignError::BadSignature(format!("self-check of {name} failed, output discarded: {e}"))
+}
+
+/// A format's own self-check failure ([`SignError::BadSignature`]) named as one; any other
+/// error through `other`.
+fn self_check_or<'a>(
+    name: &'a str,
+    other: impl Fn(SignError) -> SignError + 'a,
+) -> impl Fn(SignError) -> SignError + 'a {
+    move |e| match e {
+        e @ SignError::BadSignature(_) => self_check(name)(e),
+        e => other(e),
+    }
 }
 
 /// A staged file's SHA-256 (hex) and size.
@@ -519,23 +703,32 @@ fn write_signed(
 ) -> Result<(Digest2, Digest2), SignError> {
     let mut w = stage.create(name)?;
     let mut asc = stage.create(asc_name)?;
-    detached::sign(&mut &data[..], &mut w, &mut asc, key, time)?;
+    detached::sign(&mut &data[..], &mut w, &mut asc, key, checker, time).map_err(self_check(name))?;
     let digest = Stage::close(w)?;
     let asc_digest = Stage::close(asc)?;
-    let sig = fs::read(stage.dir.join(asc_name))?;
-    checker.detached(&sig, data).map_err(|e| self_check(name)(SignError::BadSignature(e.to_string())))?;
     Ok((digest, asc_digest))
 }
 
-/// Makes a staged batch final in `out_dir` (same file system): fsync each file, rename it
-/// into place in commit order (manifest last), fsync the directory.
+/// Makes a staged batch final in `out_dir` (same file system): one `syncfs` makes every
+/// staged file durable, then each is renamed into place in commit order (manifest last) and
+/// the directory is synced. One sync for the batch gives the guarantee an fsync per file
+/// gave (no final name ever points at data that is not on disk), at the cost of one flush.
 pub fn commit_to_dir(staging: &Path, batch: &Batch, out_dir: &Path) -> io::Result<()> {
+    sync_file_system(&File::open(staging)?)?;
+    let in_place: Vec<&str> = batch.outputs.iter().filter(|o| o.in_place).map(|o| o.name.as_str()).collect();
     for name in batch.files_in_commit_order() {
-        let src = staging.join(&name);
-        File::open(&src)?.sync_all()?;
-        fs::rename(&src, out_dir.join(&name))?;
+        if !in_place.contains(&name.as_str()) {
+            fs::rename(staging.join(&name), out_dir.join(&name))?;
+        }
     }
     File::open(out_dir)?.sync_all()
+}
+
+/// Flushes every dirty page of the file system `f` is on (`syncfs(2)`), and its journal.
+fn sync_file_system(f: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor, which `f` keeps open for the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Reads and rewinds: a helper for verifiers that take `Read + Seek`.

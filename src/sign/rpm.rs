@@ -3,7 +3,8 @@
 //! header and payload bytes and their digests are kept as they are.
 //!
 //! Only the lead and the two headers are held in memory; the payload is streamed through,
-//! its digest checked on the way, so a 1 GiB package costs the memory of its header.
+//! its digest checked on the way, so a 1 GiB package costs the memory of its header. When
+//! the new signature header fits the old one's bytes, [`sign_in_place`] rewrites only those.
 
 use std::io::{self, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -41,7 +42,9 @@ const SIG_TAGS: [u32; 5] = [SIGTAG_DSA, SIGTAG_RSA, SIGTAG_PGP, SIGTAG_GPG, SIGT
 /// we write.
 pub struct RawRpm {
     lead: Vec<u8>,
-    /// Length of the signature header with its padding, as read.
+    /// The signature header with its padding, as read.
+    sig: Vec<u8>,
+    /// Its length.
     sig_len: usize,
     header: Vec<u8>,
     meta: PackageMetadata,
@@ -101,7 +104,10 @@ impl RawRpm {
             Ok(Err(e)) => return Err(invalid(format!("corrupt RPM header: {e}"))),
             Err(_) => return Err(invalid("corrupt RPM header: parser rejected it")),
         };
-        Ok(RawRpm { lead, sig_len: sig.len() + pad, header, meta })
+        let sig_len = sig.len() + pad;
+        let mut sig = sig;
+        sig.extend_from_slice(&padding);
+        Ok(RawRpm { lead, sig, sig_len, header, meta })
     }
 
     /// `name-version-release.arch`, for messages and the manifest.
@@ -161,25 +167,11 @@ impl RawRpm {
         (digest, size)
     }
 
-    /// Streams the payload from `input` to `out`, checking its digest and length.
-    fn copy_payload(&self, input: &mut dyn Read, out: &mut dyn Write) -> Result<u64, SignError> {
+    /// Checks the payload's SHA-256 (hex) and length against what the headers promise.
+    fn check_payload(&self, sha256: &str, n: u64) -> Result<(), SignError> {
         let (digest, size) = self.payload_expectations();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n: u64 = 0;
-        loop {
-            let k = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(SignError::Io(e)),
-            };
-            hasher.update(&buf[..k]);
-            out.write_all(&buf[..k])?;
-            n += k as u64;
-        }
         if let Some(want) = digest
-            && !want.eq_ignore_ascii_case(&hex::encode(hasher.finalize()))
+            && !want.eq_ignore_ascii_case(sha256)
         {
             return Err(invalid("corrupt or truncated RPM: payload digest mismatch"));
         }
@@ -191,9 +183,41 @@ impl RawRpm {
                 self.header.len() as u64 + n
             )));
         }
-        Ok(n)
+        Ok(())
+    }
+
+    /// The bytes before the payload, as read.
+    fn head(&self) -> [&[u8]; 3] {
+        [&self.lead, &self.sig, &self.header]
     }
 }
+
+/// Streams the payload from `input` (to `out`, if given) and checks its digest and length,
+/// hashing on the way the whole file as it was (`before`: lead, signature header and
+/// header as read) and as it will be (`after`). The three hashes run on threads of their own
+/// when the payload is bigger than a chunk, so a big package costs about one SHA-256 pass.
+/// Returns the SHA-256 (hex) and size of the file before and after.
+fn stream_payload(
+    raw: &RawRpm,
+    input: &mut dyn Read,
+    out: Option<&mut dyn Write>,
+    after: &[u8],
+) -> Result<(Digest2, Digest2), SignError> {
+    let mut before_hash = Sha256::new();
+    raw.head().iter().for_each(|b| before_hash.update(b));
+    let mut after_hash = Sha256::new();
+    after_hash.update(after);
+    after_hash.update(&raw.header);
+    let head_before = raw.head().iter().map(|b| b.len() as u64).sum::<u64>();
+    let head_after = (after.len() + raw.header.len()) as u64;
+    let ([payload, before_hash, after_hash], n) =
+        super::fan_out(input, out, [Sha256::new(), before_hash, after_hash]).map_err(SignError::Io)?;
+    raw.check_payload(&hex::encode(payload.finalize()), n)?;
+    Ok(((hex::encode(before_hash.finalize()), head_before + n), (hex::encode(after_hash.finalize()), head_after + n)))
+}
+
+/// A file's SHA-256 (hex) and size.
+pub type Digest2 = (String, u64);
 
 /// What signing an RPM did.
 #[derive(Debug, Clone)]
@@ -202,15 +226,25 @@ pub struct RpmSigned {
     pub nevra: String,
     /// Issuers (fingerprints or key ids) of the signatures that were replaced.
     pub replaced: Vec<String>,
+    /// SHA-256 (hex) and size of the package as read and as written.
+    pub input: Digest2,
+    pub output: Digest2,
+    /// Whether the package was rewritten where it was ([`sign_in_place`]).
+    pub in_place: bool,
+    /// Length of the lead and signature header before and after: from there on, the signed
+    /// package is the original byte for byte (header and payload).
+    pub head_before: u64,
+    pub head_after: u64,
 }
 
-/// Adds a header signature to the RPM read from `input`, writing the signed package to `out`.
-pub fn sign(
+/// Reads the RPM up to its payload and makes the new lead and signature header: signed,
+/// then parsed again from memory and checked with `checker` over the header.
+fn prepare(
     input: &mut dyn Read,
-    out: &mut dyn Write,
     key: &mut SigningKey,
+    checker: &Checker,
     time: SystemTime,
-) -> Result<RpmSigned, SignError> {
+) -> Result<(RawRpm, Vec<u8>, Vec<String>), SignError> {
     let raw = RawRpm::read(input)?;
     raw.check_header_digest()?;
     let mut replaced = Vec::new();
@@ -231,12 +265,61 @@ pub fn sign(
         _ => SIGTAG_RSA,
     };
     let sig_bytes = key::binary_signature(&sig)?;
-
     let lead_and_sig = rebuild(&raw, tag, sig_bytes)?;
+    verify(&mut (&lead_and_sig[..]).chain(&raw.header[..]), checker, false)?;
+    Ok((raw, lead_and_sig, replaced))
+}
+
+/// Adds a header signature to the RPM read from `input`, writing the signed package to `out`.
+/// The new lead and signature header are parsed again from memory and their signature checked
+/// with `checker` over the header before anything is written; the payload's digest is checked
+/// as it streams through.
+pub fn sign(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    key: &mut SigningKey,
+    checker: &Checker,
+    time: SystemTime,
+) -> Result<RpmSigned, SignError> {
+    let (raw, lead_and_sig, replaced) = prepare(input, key, checker, time)?;
     out.write_all(&lead_and_sig)?;
     out.write_all(&raw.header)?;
-    raw.copy_payload(input, out)?;
-    Ok(RpmSigned { nevra: raw.nevra(), replaced })
+    let (input, output) = stream_payload(&raw, input, Some(out), &lead_and_sig)?;
+    let (head_before, head_after) = ((LEAD_SIZE + raw.sig_len) as u64, lead_and_sig.len() as u64);
+    Ok(RpmSigned { nevra: raw.nevra(), replaced, input, output, in_place: false, head_before, head_after })
+}
+
+/// Signs the RPM in `file` where it is, as `rpmsign --addsign` does, when the new signature
+/// header takes exactly the bytes the old one did (rpm's reserved space makes room for
+/// that): the payload is read once and its digest checked, then only the lead and the
+/// signature header are written over, and the file's data is synced. Returns `Ok(None)`,
+/// with the file untouched, when the new header does not fit; nothing is written unless
+/// every check passed.
+pub fn sign_in_place(
+    file: &std::fs::File,
+    key: &mut SigningKey,
+    checker: &Checker,
+    time: SystemTime,
+) -> Result<Option<RpmSigned>, SignError> {
+    use std::os::unix::fs::FileExt;
+    let mut input = io::BufReader::with_capacity(256 * 1024, file);
+    let (raw, lead_and_sig, replaced) = prepare(&mut input, key, checker, time)?;
+    if lead_and_sig.len() != LEAD_SIZE + raw.sig_len {
+        return Ok(None);
+    }
+    let (input_digest, output) = stream_payload(&raw, &mut input, None, &lead_and_sig)?;
+    file.write_all_at(&lead_and_sig, 0)?;
+    file.sync_data()?;
+    let head = lead_and_sig.len() as u64;
+    Ok(Some(RpmSigned {
+        nevra: raw.nevra(),
+        replaced,
+        input: input_digest,
+        output,
+        in_place: true,
+        head_before: head,
+        head_after: head,
+    }))
 }
 
 /// Serializes lead + a signature header with our signature in place of any old ones. Keeps
@@ -341,7 +424,8 @@ pub fn verify(input: &mut dyn Read, checker: &Checker, payload: bool) -> Result<
         return Err(SignError::BadSignature(errors.join("; ")));
     }
     if payload {
-        raw.copy_payload(input, &mut io::sink())?;
+        let ([digest], n) = super::fan_out(input, None, [Sha256::new()])?;
+        raw.check_payload(&hex::encode(digest.finalize()), n)?;
     }
     Ok(RpmChecked { nevra: raw.nevra(), signer: signer.unwrap_or_default() })
 }

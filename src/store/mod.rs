@@ -52,6 +52,29 @@ impl StoreError {
 pub struct Fetched {
     pub sha256: String,
     pub size: u64,
+    /// The object's ETag, as the server gave it (with its quotes), when it gave one.
+    pub etag: Option<String>,
+}
+
+/// An upload that takes the end of the new object from an existing one, by reference:
+/// `src[output_from..]` is `source[input_from..]` byte for byte, the source being
+/// `source_bucket/source_key` as of `etag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyTail {
+    pub source_bucket: String,
+    pub source_key: String,
+    pub etag: String,
+    pub input_from: u64,
+    pub output_from: u64,
+}
+
+/// How an upload that reused a source went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reused {
+    /// Bytes sent from the local file.
+    pub uploaded: u64,
+    /// Bytes the server copied from the source object.
+    pub copied: u64,
 }
 
 /// An S3-like object store. Objects are streamed to and from local files.
@@ -82,6 +105,17 @@ pub trait ObjectStore: Send + Sync {
         content_type: &str,
         if_absent: bool,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    /// Uploads a local file of which only the start is new ([`CopyTail`]): sends the start
+    /// and has the server copy the rest from the source, which must still be the object
+    /// `etag` names. On any error the partial upload is aborted and nothing is stored.
+    fn put_file_copying_tail(
+        &self,
+        bucket: &str,
+        key: &str,
+        src: &Path,
+        content_type: &str,
+        tail: &CopyTail,
+    ) -> impl std::future::Future<Output = Result<Reused, StoreError>> + Send;
     /// Uploads bytes, like [`ObjectStore::put_file`].
     fn put_bytes(
         &self,

@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{Fetched, ObjectStore, StoreError};
+use super::{CopyTail, Fetched, ObjectStore, Reused, StoreError};
 
 /// An S3 client.
 #[derive(Debug, Clone)]
@@ -104,6 +104,7 @@ impl ObjectStore for S3Store {
         }
         let local = |source| StoreError::Local { bucket: bucket.into(), key: key.into(), source };
         let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        let etag = out.e_tag().map(str::to_owned);
         let mut body = out.body;
         let mut hash = Sha256::new();
         let mut size = 0u64;
@@ -122,7 +123,7 @@ impl ObjectStore for S3Store {
             file.write_all(&chunk).await.map_err(local)?;
         }
         file.flush().await.map_err(local)?;
-        Ok(Fetched { sha256: hex::encode(hash.finalize()), size })
+        Ok(Fetched { sha256: hex::encode(hash.finalize()), size, etag })
     }
 
     async fn get_small(&self, bucket: &str, key: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -172,6 +173,37 @@ impl ObjectStore for S3Store {
         self.put(bucket, key, ByteStream::from(bytes), content_type, if_absent).await
     }
 
+    async fn put_file_copying_tail(
+        &self,
+        bucket: &str,
+        key: &str,
+        src: &Path,
+        content_type: &str,
+        tail: &CopyTail,
+    ) -> Result<Reused, StoreError> {
+        let create = self.client.create_multipart_upload().bucket(bucket).key(key).content_type(content_type);
+        let created = counted("create_multipart", create.send().await.map_err(|e| classify(e, bucket, key)))?;
+        let Some(upload_id) = created.upload_id().map(str::to_owned) else {
+            return Err(StoreError::Rejected {
+                bucket: bucket.into(),
+                key: key.into(),
+                message: "CreateMultipartUpload answered without an upload id".into(),
+            });
+        };
+        let result = self.copy_tail_parts(bucket, key, src, &upload_id, tail).await;
+        if result.is_err() {
+            // Best effort: an upload left behind stores nothing visible, and a bucket
+            // lifecycle rule (AbortIncompleteMultipartUpload) reclaims it.
+            let abort = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id);
+            if let Err(e) =
+                counted("abort_multipart", abort.send().await.map(|_| ()).map_err(|e| classify(e, bucket, key)))
+            {
+                tracing::warn!(error = %e, upload_id, "could not abort a multipart upload");
+            }
+        }
+        result
+    }
+
     /// Every key under `prefix` in `bucket`, in S3's (lexicographic) order.
     async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
@@ -191,7 +223,101 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// The first part of an upload that copies a tail: the new start plus at least this much
+/// of what follows it (S3 wants every part but the last to be 5 MiB or more).
+const FIRST_PART_EXTRA: u64 = 5 * 1024 * 1024;
+/// The largest range copied by one UploadPartCopy (S3's limit is 5 GiB).
+const COPY_PART: u64 = 1024 * 1024 * 1024;
+
+/// `key` as the path of an `x-amz-copy-source` header: percent-encoded, slashes kept.
+fn copy_source(bucket: &str, key: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    format!("{bucket}/{}", utf8_percent_encode(key, KEEP))
+}
+
 impl S3Store {
+    /// The parts of [`ObjectStore::put_file_copying_tail`]: the start from `src`, the rest
+    /// as ranged copies of the source pinned to its ETag, then the completion, then a check
+    /// that the source is still that object (servers that ignore the copy condition, such as
+    /// moto and s3s-fs, would otherwise let a source swapped mid-copy through).
+    async fn copy_tail_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        src: &Path,
+        upload_id: &str,
+        tail: &CopyTail,
+    ) -> Result<Reused, StoreError> {
+        use aws_sdk_s3::primitives::Length;
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let local = |source| StoreError::Local { bucket: bucket.into(), key: key.into(), source };
+        let src_len = tokio::fs::metadata(src).await.map_err(local)?.len();
+        let first = (tail.output_from + FIRST_PART_EXTRA).min(src_len);
+        let body = ByteStream::read_from()
+            .path(src)
+            .offset(0)
+            .length(Length::Exact(first))
+            .build()
+            .await
+            .map_err(|e| local(std::io::Error::other(e)))?;
+        let part = self.client.upload_part().bucket(bucket).key(key).upload_id(upload_id).part_number(1).body(body);
+        let sent = counted("upload_part", part.send().await.map_err(|e| classify(e, bucket, key)))?;
+        let mut parts =
+            vec![CompletedPart::builder().part_number(1).set_e_tag(sent.e_tag().map(str::to_owned)).build()];
+        // output[first..] is source[from..], up to the source's end.
+        let from = tail.input_from + (first - tail.output_from);
+        let end = tail.input_from + (src_len - tail.output_from);
+        let source_changed = |message: String| StoreError::Transient {
+            bucket: tail.source_bucket.clone(),
+            key: tail.source_key.clone(),
+            message: format!("the source object changed while it was copied: {message}"),
+        };
+        let mut at = from;
+        while at < end {
+            let to = (at + COPY_PART).min(end);
+            let number = i32::try_from(parts.len() + 1).map_err(|e| local(std::io::Error::other(e)))?;
+            let copy = self
+                .client
+                .upload_part_copy()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .copy_source(copy_source(&tail.source_bucket, &tail.source_key))
+                .copy_source_range(format!("bytes={at}-{}", to - 1))
+                .copy_source_if_match(&tail.etag);
+            let copied = match counted("upload_part_copy", copy.send().await.map_err(|e| classify(e, bucket, key))) {
+                Ok(c) => c,
+                // 412 here is the copy condition: the source is no longer that object.
+                Err(StoreError::Exists { .. }) => return Err(source_changed(format!("it is no longer {}", tail.etag))),
+                Err(e) => return Err(e),
+            };
+            let etag = copied.copy_part_result().and_then(|r| r.e_tag()).map(str::to_owned);
+            parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
+            at = to;
+        }
+        let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+        let complete =
+            self.client.complete_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).multipart_upload(done);
+        counted("complete_multipart", complete.send().await.map(|_| ()).map_err(|e| classify(e, bucket, key)))?;
+        let head = self.client.head_object().bucket(&tail.source_bucket).key(&tail.source_key);
+        let now = counted("head", head.send().await.map_err(|e| classify(e, &tail.source_bucket, &tail.source_key)))?;
+        if now.e_tag() != Some(tail.etag.as_str()) {
+            return Err(source_changed(format!("its ETag is now {:?}, not {}", now.e_tag(), tail.etag)));
+        }
+        let size = self.client.head_object().bucket(bucket).key(key).send().await;
+        let size = counted("head", size.map_err(|e| classify(e, bucket, key)))?.content_length();
+        if size != i64::try_from(src_len).ok() {
+            return Err(StoreError::Rejected {
+                bucket: bucket.into(),
+                key: key.into(),
+                message: format!("the assembled object is {size:?} bytes, not {src_len}"),
+            });
+        }
+        Ok(Reused { uploaded: first, copied: end - from })
+    }
+
     async fn put(
         &self,
         bucket: &str,

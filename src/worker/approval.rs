@@ -174,7 +174,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
         }
 
         let work = self.work_dir()?;
-        let artifacts = self.fetch_artifacts(job, Some(producer), &work.path().join("in")).await?;
+        let (artifacts, _) = self.fetch_artifacts(job, Some(producer), &work.path().join("in")).await?;
         drop(work);
         let fingerprint = self.active_fingerprint(job).await?;
         let mut digests = Vec::with_capacity(artifacts.len());

@@ -85,6 +85,8 @@ pub struct WorkerConfig {
     pub retry_horizon: Duration,
     /// Largest artifact fetched; a larger one fails the job as `invalid_artifact`.
     pub max_artifact_bytes: u64,
+    /// Signed RPMs at least this big are assembled in S3 from their input (0: never).
+    pub copy_tail_bytes: u64,
     /// How long in-flight jobs may run after a shutdown signal.
     pub shutdown_timeout: Duration,
     /// Where artifacts are staged while they are signed.

@@ -16,7 +16,7 @@ use crate::job::Job;
 use crate::key::SigningKey;
 use crate::observe;
 use crate::sign::{self, Artifact, BatchContext, MANIFEST};
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{CopyTail, ObjectStore, StoreError};
 
 /// How long a duplicate delivery waits for the job's lock before handing the message back
 /// (a requeue, counted by the broker). Short enough that waiting plus the job's own retry
@@ -139,7 +139,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
         let work = self.work_dir()?;
         let inputs = work.path().join("in");
         let staging = work.path().join("out");
-        let artifacts = self.fetch_artifacts(job, producer, &inputs).await?;
+        let (artifacts, etags) = self.fetch_artifacts(job, producer, &inputs).await?;
 
         let ctx = BatchContext {
             job_id: job.job_id.to_string(),
@@ -147,6 +147,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             time: SystemTime::now(),
             approvals: approved.map(|a| a.approvers.clone()).unwrap_or_default(),
             parallel: if self.cfg.sign_threads == 0 { sign::parallelism(&key) } else { self.cfg.sign_threads },
+            in_place: false,
         };
         let formats: Vec<&'static str> = artifacts.iter().map(|a| a.format.as_str()).collect();
         let mut signer = (*key).clone();
@@ -166,6 +167,20 @@ impl<S: ObjectStore + 'static> Worker<S> {
             let path = staging.join(&name);
             let dest = job.output.key(&name);
             let last = name == MANIFEST;
+            if let Some(tail) = self.copy_tail(job, &batch, &etags, &name) {
+                let put = || async {
+                    self.store
+                        .put_file_copying_tail(job.output.bucket.as_str(), &dest, &path, content_type(&name), &tail)
+                        .await
+                };
+                let reused = self
+                    .store_call("output", "upload failed", put)
+                    .await
+                    .map_err(|e| failure::store(Stage::Output, e, None))?;
+                observe::copied_tail(reused.uploaded, reused.copied);
+                info!(output = %name, uploaded = reused.uploaded, copied = reused.copied, "assembled in S3 from the input");
+                continue;
+            }
             let put = || async {
                 self.store.put_file(job.output.bucket.as_str(), &dest, &path, content_type(&name), last).await
             };
@@ -183,14 +198,15 @@ impl<S: ObjectStore + 'static> Worker<S> {
 
     /// Fetches every artifact of `job` into `inputs` (hashing it as it streams), checks it
     /// against the digest the job gives, and checks the policy on the format it will be
-    /// signed in.
+    /// signed in. Returns the artifacts and the ETag of each object as fetched.
     pub(super) async fn fetch_artifacts(
         &self,
         job: &Job,
         producer: Option<&str>,
         inputs: &std::path::Path,
-    ) -> Result<Vec<Artifact>, Failure> {
+    ) -> Result<(Vec<Artifact>, Vec<Option<String>>), Failure> {
         let mut artifacts = Vec::with_capacity(job.artifacts.len());
+        let mut etags = Vec::with_capacity(job.artifacts.len());
         for (i, a) in job.artifacts.iter().enumerate() {
             let path = inputs.join(i.to_string());
             let fetch = || async {
@@ -227,8 +243,27 @@ impl<S: ObjectStore + 'static> Worker<S> {
                 // Hashed while streaming it from S3: no second read.
                 digest: Some((got.sha256, got.size)),
             });
+            etags.push(got.etag);
         }
-        Ok(artifacts)
+        Ok((artifacts, etags))
+    }
+
+    /// How to upload output `name` by copying its unchanged tail from its input object in
+    /// S3, if it is a signed RPM of at least `copy_tail_bytes` whose input came with an ETag.
+    fn copy_tail(&self, job: &Job, batch: &sign::Batch, etags: &[Option<String>], name: &str) -> Option<CopyTail> {
+        let output = batch.outputs.iter().find(|o| o.name == name)?;
+        let same = output.same_tail?;
+        if self.cfg.copy_tail_bytes == 0 || output.size < self.cfg.copy_tail_bytes {
+            return None;
+        }
+        let source = job.artifacts.get(output.artifact)?;
+        Some(CopyTail {
+            source_bucket: source.bucket.to_string(),
+            source_key: source.key.to_string(),
+            etag: etags.get(output.artifact)?.clone()?,
+            input_from: same.input_from,
+            output_from: same.output_from,
+        })
     }
 
     /// The active key of the job's key name (or its key `fpr`, the one a request was

@@ -3,7 +3,7 @@
 //! (queues, exchanges) and buckets, so tests run in parallel without seeing each other.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -464,6 +464,14 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The worker's peak resident set so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("worker status");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM in kB")
+    }
+
     pub fn log_text(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
@@ -515,6 +523,8 @@ impl Drop for Worker {
 /// refused and cut) and on again, to stage an outage without losing the server's data.
 pub struct Proxy {
     pub port: u16,
+    /// Bytes the clients sent through to the server (requests and their bodies).
+    sent: Arc<std::sync::atomic::AtomicU64>,
     up: Arc<AtomicBool>,
     listener: Arc<Mutex<Option<TcpListener>>>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
@@ -528,6 +538,7 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let p = Proxy {
             port,
+            sent: Arc::default(),
             up: Arc::new(AtomicBool::new(false)),
             listener: Arc::new(Mutex::new(None)),
             conns: Arc::new(Mutex::new(Vec::new())),
@@ -541,10 +552,15 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Bytes sent to the server through the proxy so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
     fn start_with(&self, listener: TcpListener) {
         self.up.store(true, Ordering::SeqCst);
         *self.listener.lock().unwrap() = Some(listener.try_clone().unwrap());
-        let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target.clone());
+        let (up, conns, target, sent) = (self.up.clone(), self.conns.clone(), self.target.clone(), self.sent.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if !up.load(Ordering::SeqCst) {
@@ -553,10 +569,18 @@ impl Proxy {
                 let Ok(client) = client else { break };
                 let Ok(server) = TcpStream::connect(&target) else { continue };
                 conns.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
-                {
+                let upstream = [(client.try_clone().unwrap(), server.try_clone().unwrap(), Some(sent.clone()))];
+                for (mut from, mut to, count) in upstream.into_iter().chain([(server, client, None)]) {
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            if let Some(c) = &count {
+                                c.fetch_add(n as u64, Ordering::SeqCst);
+                            }
+                        }
                         let _ = to.shutdown(Shutdown::Both);
                     });
                 }

@@ -6,6 +6,9 @@
 #   fixtures.sh rpm  OUTDIR NAME SIZE_BYTES  OUTDIR/NAME-1.0-1.noarch.rpm, uncompressed payload
 #   fixtures.sh rpms OUTDIR COUNT SIZE_BYTES OUTDIR/pkg0001-1.0-1.noarch.rpm ... pkgCOUNT
 #
+# FIXTURE_RPM_RESERVED_SPACE=N (rpm and rpms) builds with rpm's
+# __gpg_reserved_space set to N bytes (rpm's default is 4096; 0 leaves none).
+#
 # Prints every artifact path it made, one per line. Re-running into the same
 # OUTDIR regenerates the same artifacts (idempotent). Output is unsigned:
 # signing is the product's job.
@@ -142,7 +145,8 @@ make_sized_rpms() {
         for ((j = i; j < $#; j += jobs)); do
             chunk+=("$WORK/${all[j]}.spec")
         done
-        run_rpmbuild "$i" "$out" --define "_binary_payload w0.ufdio" "${chunk[@]}" &
+        run_rpmbuild "$i" "$out" --define "_binary_payload w0.ufdio" \
+            ${FIXTURE_RPM_RESERVED_SPACE:+--define "__gpg_reserved_space $FIXTURE_RPM_RESERVED_SPACE"} "${chunk[@]}" &
         pids+=("$!")
     done
     local pid failed=0
