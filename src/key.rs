@@ -252,8 +252,10 @@ impl openpgp::crypto::Signer for Remote {
 enum Backend {
     /// Unsealed into this process.
     Local(KeyPair),
-    /// An RSA key unsealed into this process, signing with the CRT (see [`crate::rsa_crt`]).
-    Crt(crate::rsa_crt::CrtSigner),
+    /// An RSA key unsealed into this process, signing with the CRT (see [`crate::ossl_signer`]).
+    Crt(crate::ossl_signer::CrtSigner),
+    /// An Ed25519 key unsealed into this process, held as an OpenSSL key.
+    Ed25519(crate::ossl_signer::Ed25519Signer),
     /// In a token or a KMS.
     Remote(Remote),
 }
@@ -329,14 +331,21 @@ impl SigningKey {
             return Err(KeyError::Locked { fingerprint });
         }
         let signer_fpr = ka.key().fingerprint();
-        let signer = match crate::rsa_crt::CrtSigner::new(ka.key()) {
+        let signer = match crate::ossl_signer::CrtSigner::new(ka.key()) {
             Some(Ok(crt)) => Backend::Crt(crt),
             Some(Err(e)) => {
                 // Still correct, only slower: sequoia's own RSA signer.
                 tracing::warn!(fingerprint = %signer_fpr, "RSA key without the CRT signer: {e}");
                 Backend::Local(ka.key().clone().into_keypair().map_err(pgp_err)?)
             }
-            None => Backend::Local(ka.key().clone().into_keypair().map_err(pgp_err)?),
+            None => match crate::ossl_signer::Ed25519Signer::new(ka.key()) {
+                Some(Ok(ed)) => Backend::Ed25519(ed),
+                Some(Err(e)) => {
+                    tracing::warn!(fingerprint = %signer_fpr, "Ed25519 key without the OpenSSL signer: {e}");
+                    Backend::Local(ka.key().clone().into_keypair().map_err(pgp_err)?)
+                }
+                None => Backend::Local(ka.key().clone().into_keypair().map_err(pgp_err)?),
+            },
         };
         Ok(SigningKey { cert, signer, signer_fpr })
     }
@@ -354,7 +363,7 @@ impl SigningKey {
 
     /// Whether the secret is in this process (sealed in the vault) rather than a token or KMS.
     pub fn is_local(&self) -> bool {
-        matches!(self.signer, Backend::Local(_) | Backend::Crt(_))
+        matches!(self.signer, Backend::Local(_) | Backend::Crt(_) | Backend::Ed25519(_))
     }
 
     /// Fingerprint of the certificate (primary key), 40 upper-case hex digits.
@@ -384,6 +393,7 @@ impl SigningKey {
         match &mut self.signer {
             Backend::Local(k) => builder.sign_hash(k, hash),
             Backend::Crt(c) => builder.sign_hash(c, hash),
+            Backend::Ed25519(e) => builder.sign_hash(e, hash),
             Backend::Remote(r) => builder.sign_hash(r, hash),
         }
         .map_err(pgp_err)
@@ -402,6 +412,7 @@ impl SigningKey {
         match &self.signer {
             Backend::Local(k) => Box::new(k.clone()),
             Backend::Crt(c) => Box::new(c.clone()),
+            Backend::Ed25519(e) => Box::new(e.clone()),
             Backend::Remote(r) => Box::new(r.clone()),
         }
     }
@@ -414,6 +425,7 @@ impl SigningKey {
         match &mut self.signer {
             Backend::Local(k) => f(k),
             Backend::Crt(c) => f(c),
+            Backend::Ed25519(e) => f(e),
             Backend::Remote(r) => f(r),
         }
         .map_err(pgp_err)

@@ -158,10 +158,10 @@ pub struct Output {
     pub format: Format,
     /// Index of that artifact in the batch.
     pub artifact: usize,
-    /// Signed where the artifact was (`signet sign --in-place`): already final at the
-    /// artifact's path, not in the staging directory.
-    #[serde(default)]
-    pub in_place: bool,
+    /// Signed where the artifact was (`signet sign --in-place`): final at this path, not in
+    /// the staging directory; [`commit_to_dir`] syncs it with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_place: Option<PathBuf>,
     /// Where the output is the artifact byte for byte to its end: an RPM whose signature
     /// header was replaced. The worker copies that part in S3 instead of uploading it.
     #[serde(default)]
@@ -288,6 +288,11 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Buffer size of the files a batch reads and writes: below malloc's mmap threshold (128
+/// KiB), so small packages do not each map and unmap their buffers; big reads and writes
+/// (a chunk of [`fan_out`]) bypass it.
+const IO_BUF: usize = 64 * 1024;
+
 /// Bytes read and hashed at a time by [`fan_out`].
 const CHUNK: usize = 1 << 20;
 
@@ -308,7 +313,8 @@ pub fn fan_out<const N: usize>(
         input.take(CHUNK as u64).read_to_end(buf).map(|_| ())
     }
     let mut hashers = hashers;
-    let mut chunk = Vec::with_capacity(CHUNK);
+    // Grown as it fills: a small package's payload costs its size, not a chunk.
+    let mut chunk = Vec::new();
     fill(input, &mut chunk)?;
     if chunk.len() < CHUNK || N == 1 {
         let mut n = 0;
@@ -377,13 +383,13 @@ impl Stage<'_> {
     fn create(&self, name: &str) -> Result<HashingWriter<BufWriter<File>>, SignError> {
         let path = self.dir.join(name);
         let f = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        Ok(HashingWriter::new(BufWriter::with_capacity(256 * 1024, f)))
+        Ok(HashingWriter::new(BufWriter::with_capacity(IO_BUF, f)))
     }
 
     /// A new staged file whose digest the caller computes.
     fn create_plain(&self, name: &str) -> Result<BufWriter<File>, SignError> {
         let f = fs::OpenOptions::new().write(true).create_new(true).open(self.dir.join(name))?;
-        Ok(BufWriter::with_capacity(256 * 1024, f))
+        Ok(BufWriter::with_capacity(IO_BUF, f))
     }
 
     fn close(w: HashingWriter<BufWriter<File>>) -> Result<(String, u64), SignError> {
@@ -546,8 +552,7 @@ fn sign_one(
     }
     // The input is read once: its digest (when the caller has none) is taken on the way,
     // by `input` here, or by rpm::sign itself for an RPM.
-    let open =
-        || -> io::Result<_> { Ok(HashingReader::new(BufReader::with_capacity(256 * 1024, File::open(&a.path)?))) };
+    let open = || -> io::Result<_> { Ok(HashingReader::new(BufReader::with_capacity(IO_BUF, File::open(&a.path)?))) };
     let mut input = if format == Format::Rpm { None } else { Some(open()?) };
     let mut input_digest = None;
     let mut record = ArtifactRecord {
@@ -560,6 +565,7 @@ fn sign_one(
     };
     let mut add = |name: &str, (sha256, size): (String, u64), record: &mut ArtifactRecord| {
         record.outputs.push(FileDigest { name: name.to_owned(), sha256: sha256.clone(), size });
+        let in_place = in_place.then(|| a.path.clone());
         outputs.push(Output { name: name.to_owned(), sha256, size, format, artifact: i, in_place, same_tail: None });
     };
     let with_name = |e: SignError| match e {
@@ -573,7 +579,7 @@ fn sign_one(
             let signed = if in_place {
                 rpm_in_place(key, checker, a, time)
             } else {
-                let mut plain = BufReader::with_capacity(256 * 1024, File::open(&a.path)?);
+                let mut plain = BufReader::with_capacity(IO_BUF, File::open(&a.path)?);
                 let mut w = stage.create_plain(&a.name)?;
                 rpm::sign(&mut plain, &mut w, key, checker, time)
                     .and_then(|s| w.into_inner().map_err(|e| e.into_error().into()).map(|_| s))
@@ -656,8 +662,8 @@ fn rpm_in_place(
     let dir = a.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new().prefix(".signet-").tempfile_in(dir)?;
     (&file).seek(io::SeekFrom::Start(0))?;
-    let mut w = BufWriter::with_capacity(256 * 1024, tmp.as_file());
-    let mut signed = rpm::sign(&mut BufReader::with_capacity(256 * 1024, &file), &mut w, key, checker, time)?;
+    let mut w = BufWriter::with_capacity(IO_BUF, tmp.as_file());
+    let mut signed = rpm::sign(&mut BufReader::with_capacity(IO_BUF, &file), &mut w, key, checker, time)?;
     w.into_inner().map_err(|e| e.into_error())?;
     tmp.as_file().set_permissions(file.metadata()?.permissions())?;
     tmp.as_file().sync_all()?;
@@ -710,12 +716,25 @@ fn write_signed(
 }
 
 /// Makes a staged batch final in `out_dir` (same file system): one `syncfs` makes every
-/// staged file durable, then each is renamed into place in commit order (manifest last) and
-/// the directory is synced. One sync for the batch gives the guarantee an fsync per file
-/// gave (no final name ever points at data that is not on disk), at the cost of one flush.
+/// staged file durable (and one per other file system that holds packages signed in
+/// place), then each is renamed into place in commit order (manifest last) and the
+/// directory is synced. One sync for the batch gives the guarantee an fsync per file gave
+/// (no final name, and no `SHA256SUMS`, ever points at data that is not on disk), at the
+/// cost of one flush.
 pub fn commit_to_dir(staging: &Path, batch: &Batch, out_dir: &Path) -> io::Result<()> {
-    sync_file_system(&File::open(staging)?)?;
-    let in_place: Vec<&str> = batch.outputs.iter().filter(|o| o.in_place).map(|o| o.name.as_str()).collect();
+    use std::os::unix::fs::MetadataExt;
+    let staging_dir = File::open(staging)?;
+    let mut devices = vec![staging_dir.metadata()?.dev()];
+    sync_file_system(&staging_dir)?;
+    for path in batch.outputs.iter().filter_map(|o| o.in_place.as_deref()) {
+        let f = File::open(path)?;
+        let dev = f.metadata()?.dev();
+        if !devices.contains(&dev) {
+            devices.push(dev);
+            sync_file_system(&f)?;
+        }
+    }
+    let in_place: Vec<&str> = batch.outputs.iter().filter(|o| o.in_place.is_some()).map(|o| o.name.as_str()).collect();
     for name in batch.files_in_commit_order() {
         if !in_place.contains(&name.as_str()) {
             fs::rename(staging.join(&name), out_dir.join(&name))?;

@@ -292,7 +292,7 @@ pub fn sign(
 /// Signs the RPM in `file` where it is, as `rpmsign --addsign` does, when the new signature
 /// header takes exactly the bytes the old one did (rpm's reserved space makes room for
 /// that): the payload is read once and its digest checked, then only the lead and the
-/// signature header are written over, and the file's data is synced. Returns `Ok(None)`,
+/// signature header are written over; the caller syncs the file. Returns `Ok(None)`,
 /// with the file untouched, when the new header does not fit; nothing is written unless
 /// every check passed.
 pub fn sign_in_place(
@@ -302,14 +302,15 @@ pub fn sign_in_place(
     time: SystemTime,
 ) -> Result<Option<RpmSigned>, SignError> {
     use std::os::unix::fs::FileExt;
-    let mut input = io::BufReader::with_capacity(256 * 1024, file);
+    // 64 KiB: below malloc's mmap threshold, so a batch of small packages does not map and
+    // unmap a buffer for each.
+    let mut input = io::BufReader::with_capacity(64 * 1024, file);
     let (raw, lead_and_sig, replaced) = prepare(&mut input, key, checker, time)?;
     if lead_and_sig.len() != LEAD_SIZE + raw.sig_len {
         return Ok(None);
     }
     let (input_digest, output) = stream_payload(&raw, &mut input, None, &lead_and_sig)?;
     file.write_all_at(&lead_and_sig, 0)?;
-    file.sync_data()?;
     let head = lead_and_sig.len() as u64;
     Ok(Some(RpmSigned {
         nevra: raw.nevra(),

@@ -1,6 +1,12 @@
-//! RSA signatures with the Chinese Remainder Theorem, through OpenSSL.
+//! Signers that keep their OpenSSL key from the moment a vault key is unsealed: RSA with the
+//! Chinese Remainder Theorem ([`CrtSigner`]) and Ed25519 ([`Ed25519Signer`]).
 //!
-//! sequoia-openpgp 2.4's OpenSSL backend builds an RSA key from (e, n, d) alone for every
+//! Ed25519: sequoia-openpgp 2.4 keeps an unsealed secret encrypted in memory and, for every
+//! signature, decrypts it (hashing its 4 KiB pre-key) and imports it into a new OpenSSL key;
+//! that cost more than the signature itself. [`Ed25519Signer`] builds the OpenSSL key once.
+//! Ed25519 is deterministic, so its signatures are sequoia's byte for byte (a unit test).
+//!
+//! RSA: sequoia-openpgp 2.4's OpenSSL backend builds an RSA key from (e, n, d) alone for every
 //! signature (`crypto/backend/openssl/asymmetric.rs`, `sign_backend`), so OpenSSL cannot use
 //! the CRT and an RSA-4096 signature costs about four times what it should. [`CrtSigner`]
 //! keeps the CRT parameters from the moment the key is unsealed and makes the same PKCS#1
@@ -108,6 +114,66 @@ fn build_pkey(n: &[u8], e: &[u8], secret: [&Zeroizing<Vec<u8>>; 6]) -> anyhow::R
     EvpPkey::fromdata(context()?, RSA, ossl::bindings::EVP_PKEY_KEYPAIR as _, &params).map_err(ossl)
 }
 
+/// A legacy (v4 EdDSA) Ed25519 signing key, held as an OpenSSL key.
+#[derive(Clone)]
+pub struct Ed25519Signer {
+    public: Key<PublicParts, UnspecifiedRole>,
+    pkey: Arc<SharedPkey>,
+}
+
+impl std::fmt::Debug for Ed25519Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ed25519Signer").field("fingerprint", &self.public.fingerprint()).finish_non_exhaustive()
+    }
+}
+
+impl Ed25519Signer {
+    /// The signer of an unencrypted EdDSA Ed25519 key, or `None` if `key` is not one. The
+    /// secret is copied out of sequoia's encrypted memory once, into OpenSSL's key, through
+    /// a zeroizing buffer.
+    pub fn new(key: &Key<SecretParts, UnspecifiedRole>) -> Option<anyhow::Result<Ed25519Signer>> {
+        use ossl::pkey::{EccData, EvpPkeyType, PkeyData};
+        let mpi::PublicKey::EdDSA { curve: openpgp::types::Curve::Ed25519, q } = key.mpis() else { return None };
+        let openpgp::packet::key::SecretKeyMaterial::Unencrypted(secret) = key.secret() else { return None };
+        let scalar = secret.map(|m| match m {
+            mpi::SecretKeyMaterial::EdDSA { scalar } => Some(Zeroizing::new(scalar.value_padded(32).to_vec())),
+            _ => None,
+        })?;
+        Some((|| -> anyhow::Result<Ed25519Signer> {
+            anyhow::ensure!(scalar.len() == 32, "an Ed25519 secret of {} bytes", scalar.len());
+            // q is 0x40 followed by the 32-byte point.
+            let point = q.value().strip_prefix(&[0x40]).filter(|p| p.len() == 32);
+            let point = point.ok_or_else(|| anyhow::anyhow!("an Ed25519 public key that is not 0x40 || 32 bytes"))?;
+            let data = PkeyData::Ecc(EccData {
+                pubkey: Some(point.to_vec()),
+                prikey: Some(ossl::OsslSecret::from_slice(&scalar)),
+            });
+            let pkey =
+                EvpPkey::import(context()?, EvpPkeyType::Ed25519, data).map_err(|e| anyhow::anyhow!("OpenSSL: {e}"))?;
+            Ok(Ed25519Signer { public: key.clone().take_secret().0, pkey: Arc::new(SharedPkey(pkey)) })
+        })())
+    }
+}
+
+impl openpgp::crypto::Signer for Ed25519Signer {
+    fn public(&self) -> &Key<PublicParts, UnspecifiedRole> {
+        &self.public
+    }
+
+    fn acceptable_hashes(&self) -> &[HashAlgorithm] {
+        crate::key::SIGNER_HASHES
+    }
+
+    fn sign(&mut self, _hash_algo: HashAlgorithm, digest: &[u8]) -> openpgp::Result<mpi::Signature> {
+        let ossl = |e: ossl::Error| anyhow::anyhow!("OpenSSL: {e}");
+        let mut signer =
+            OsslSignature::new(context()?, SigOp::Sign, SigAlg::Ed25519, &self.pkey.0, None).map_err(ossl)?;
+        let mut sig = [0u8; 64];
+        signer.sign(digest, Some(&mut sig)).map_err(ossl)?;
+        Ok(crate::key::signature_values(false, &sig)?)
+    }
+}
+
 impl openpgp::crypto::Signer for CrtSigner {
     fn public(&self) -> &Key<PublicParts, UnspecifiedRole> {
         &self.public
@@ -203,5 +269,28 @@ mod tests {
         let ed = crate::key::generate(crate::key::Algo::Ed25519, "e", std::time::SystemTime::now()).unwrap();
         let ed = ed.primary_key().key().clone().parts_into_secret().unwrap().role_into_unspecified();
         assert!(CrtSigner::new(&ed).is_none(), "an Ed25519 key got a CRT signer");
+        assert!(Ed25519Signer::new(&key).is_none(), "an RSA key got an Ed25519 signer");
+    }
+
+    #[test]
+    fn ed25519_signatures_are_sequoias_byte_for_byte_and_verify() {
+        // Several keys: a scalar with a leading zero byte must still be padded to 32.
+        for _ in 0..8 {
+            let cert =
+                crate::key::generate(crate::key::Algo::Ed25519, "ed <e@example.org>", std::time::SystemTime::now())
+                    .unwrap();
+            let key = cert.primary_key().key().clone().parts_into_secret().unwrap().role_into_unspecified();
+            let mut ours = Ed25519Signer::new(&key).expect("an Ed25519 key").unwrap();
+            let mut plain = key.clone().into_keypair().unwrap();
+            for (hash, digest) in [(HashAlgorithm::SHA256, vec![7u8; 32]), (HashAlgorithm::SHA512, vec![9u8; 64])] {
+                let a = ours.sign(hash, &digest).unwrap();
+                let b = plain.sign(hash, &digest).unwrap();
+                assert_eq!(a, b, "the Ed25519 signature differs from sequoia's");
+                key.verify(&a, hash, &digest).expect("it verifies");
+                let mut other = digest.clone();
+                other[0] ^= 1;
+                assert!(key.verify(&a, hash, &other).is_err());
+            }
+        }
     }
 }
