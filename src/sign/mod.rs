@@ -295,6 +295,9 @@ const IO_BUF: usize = 64 * 1024;
 
 /// Bytes read and hashed at a time by [`fan_out`].
 const CHUNK: usize = 1 << 20;
+/// Chunks in flight between [`fan_out`]'s reader and its hashing threads; they are reused,
+/// so a big file does not map (and fault in, and zero) a fresh megabyte per chunk.
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Feeds everything `input` yields to every hasher (and to `out`, if given) and returns them
 /// with the byte count. Past the first chunk, each hasher but the first runs on a thread of
@@ -335,13 +338,31 @@ pub fn fan_out<const N: usize>(
         let mut senders = Vec::with_capacity(N - 1);
         let mut helpers = Vec::with_capacity(N - 1);
         for h in rest.iter_mut() {
-            let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(4);
+            let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(CHUNKS_IN_FLIGHT);
             senders.push(tx);
             helpers.push(scope.spawn(move || rx.into_iter().for_each(|c| h.update(&c[..]))));
         }
+        // Chunks handed to the helpers, oldest first; the oldest is taken back for the next
+        // read once every helper has hashed it.
+        let mut in_flight: std::collections::VecDeque<Arc<Vec<u8>>> = std::collections::VecDeque::new();
         let mut n = 0;
         let read = loop {
-            let c = Arc::new(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+            let oldest = if in_flight.len() > CHUNKS_IN_FLIGHT { in_flight.pop_front() } else { None };
+            let next = match oldest {
+                // The helpers are at most CHUNKS_IN_FLIGHT chunks behind (their channels
+                // hold no more), so this waits for at most the hashing of one chunk.
+                Some(mut oldest) => loop {
+                    match Arc::try_unwrap(oldest) {
+                        Ok(buf) => break buf,
+                        Err(still_shared) => {
+                            oldest = still_shared;
+                            std::thread::yield_now();
+                        }
+                    }
+                },
+                None => Vec::with_capacity(CHUNK),
+            };
+            let c = Arc::new(std::mem::replace(&mut chunk, next));
             senders.iter().for_each(|tx| drop(tx.send(Arc::clone(&c))));
             first.update(&c[..]);
             if let Some(o) = out.as_mut()
@@ -350,7 +371,9 @@ pub fn fan_out<const N: usize>(
                 break Err(e);
             }
             n += c.len() as u64;
-            if c.len() < CHUNK {
+            let last = c.len() < CHUNK;
+            in_flight.push_back(c);
+            if last {
                 break Ok(n);
             }
             if let Err(e) = fill(input, &mut chunk) {
