@@ -77,6 +77,9 @@ pub struct PendingRequest {
     pub expires_at: String,
     /// The worker that stored it.
     pub worker: String,
+    /// The job's `replace_signatures`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_signatures: bool,
 }
 
 impl PendingRequest {
@@ -115,6 +118,7 @@ impl PendingRequest {
             requested_at: rfc3339(now),
             expires_at: rfc3339(now + rule.ttl),
             worker: worker.to_owned(),
+            replace_signatures: job.replace_signatures,
         }
     }
 
@@ -159,6 +163,7 @@ impl PendingRequest {
                 })
                 .collect(),
             output: self.output.clone(),
+            replace_signatures: self.replace_signatures,
         }
     }
 

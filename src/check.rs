@@ -67,6 +67,15 @@ impl Checker {
         Ok((fpr, text))
     }
 
+    /// Whether one of the trusted keys is an issuer `sig` names.
+    pub fn knows(&self, sig: &Signature) -> bool {
+        let handles = sig.get_issuers();
+        self.certs.iter().flat_map(|c| c.keys()).any(|ka| {
+            let kh = KeyHandle::from(ka.key().fingerprint());
+            handles.iter().any(|h| h.aliases(&kh))
+        })
+    }
+
     /// Checks one raw signature packet over data already fed into `hash` (made by
     /// [`hasher_for`]): an RPM header, the members of a DEB.
     pub fn packet(&self, sig: &Signature, hash: &openpgp::crypto::hash::Context) -> Result<String, CheckError> {

@@ -179,6 +179,10 @@ pub struct SubmitArgs {
     /// Expected SHA-256 of each artifact, in the order given (optional).
     #[arg(long)]
     pub sha256: Vec<String>,
+    /// Remove every other signature of an RPM (job field `replace_signatures`) instead of
+    /// keeping it beside signet's.
+    #[arg(long)]
+    pub replace_signatures: bool,
     /// Wait for the completion event, print it, and exit 0 on success, 1 on failure, 2 on timeout.
     #[arg(long)]
     pub wait: bool,
@@ -392,6 +396,10 @@ pub struct SignArgs {
     /// copy replaces the file). SHA256SUMS and manifest.json still go to --out. RPMs only.
     #[arg(long)]
     pub in_place: bool,
+    /// Remove every other signature of an RPM instead of keeping it beside signet's (the
+    /// job field `replace_signatures` in the worker).
+    #[arg(long)]
+    pub replace: bool,
     #[command(flatten)]
     pub vault: VaultArgs,
     /// Files to sign.

@@ -186,6 +186,9 @@ pub struct Job {
     pub key: KeyName,
     pub artifacts: Vec<ArtifactSpec>,
     pub output: OutputSpec,
+    /// Remove every other signature of an RPM instead of keeping it beside signet's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_signatures: bool,
 }
 
 impl Job {
@@ -232,6 +235,24 @@ mod tests {
         .unwrap();
         assert_eq!(j.artifacts[0].name(), "hello-1.0-1.noarch.rpm");
         assert_eq!(j.output.key("SHA256SUMS"), "releases/4711/SHA256SUMS");
+        assert!(!j.replace_signatures, "other signatures are kept unless the job says so");
+        // Written only when set, so jobs without it read (and serialize) as before.
+        assert!(!serde_json::to_string(&j).unwrap().contains("replace_signatures"));
+        let j = job(serde_json::json!({
+            "job_id": "j", "key": "release", "replace_signatures": true,
+            "artifacts": [{"bucket": "incoming", "key": "a.rpm"}],
+            "output": {"bucket": "signed", "prefix": ""}
+        }))
+        .unwrap();
+        assert!(j.replace_signatures);
+        assert!(
+            job(serde_json::json!({
+                "job_id": "j", "key": "release", "replace_signatures": "yes",
+                "artifacts": [{"bucket": "incoming", "key": "a.rpm"}],
+                "output": {"bucket": "signed", "prefix": ""}
+            }))
+            .is_err()
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub(super) fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
         approvals: Vec::new(),
         parallel: if args.threads == 0 { sign::parallelism(&key) } else { args.threads },
         in_place: args.in_place,
+        replace_signatures: args.replace,
     };
     let batch = sign::sign_batch(&mut key, &artifacts, &ctx, staging.path())?;
     sign::commit_to_dir(staging.path(), &batch, &args.out)?;

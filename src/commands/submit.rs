@@ -46,6 +46,7 @@ pub(super) fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             bucket: args.output_bucket.parse().map_err(anyhow::Error::msg)?,
             prefix: args.output_prefix.parse().map_err(anyhow::Error::msg)?,
         },
+        replace_signatures: args.replace_signatures,
     };
     // Round-trip through the parser: what we send is what a worker accepts.
     let body = serde_json::to_vec(&job)?;

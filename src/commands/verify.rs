@@ -139,7 +139,8 @@ fn check_file(checker: &Checker, file: &Path) -> anyhow::Result<String> {
     match sign::detect(&head) {
         Format::Rpm => {
             let r = sign::rpm::verify(&mut BufReader::new(open()?), checker, true)?;
-            Ok(format!("RPM {} header signature by {}, digests OK", r.nevra, r.signer))
+            let each: Vec<String> = r.signatures.iter().map(|s| format!("\n    {s}")).collect();
+            Ok(format!("RPM {} header signature by {}, digests OK{}", r.nevra, r.signer, each.concat()))
         }
         Format::Deb => {
             let fpr = sign::deb::verify(&mut BufReader::new(open()?), checker)?;

@@ -25,6 +25,12 @@ pub struct ArtifactRecord {
     /// Issuers of signatures that signing replaced (RPM header, DEB `_gpgorigin`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub replaced_signatures: Vec<String>,
+    /// Issuers of the other signatures an RPM still carries beside signet's.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub kept_signatures: Vec<String>,
+    /// The RPM already carried a good signature by this key and was left as it was.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub already_signed: bool,
 }
 
 /// The key that signed.

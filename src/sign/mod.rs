@@ -219,6 +219,9 @@ pub struct BatchContext {
     /// Sign RPMs where they are ([`rpm::sign_in_place`], or a synced copy renamed over the
     /// original when the new header does not fit) instead of into the staging directory.
     pub in_place: bool,
+    /// Remove every other signature of an RPM instead of keeping them (`--replace`, the
+    /// job's `replace_signatures`).
+    pub replace_signatures: bool,
 }
 
 /// How many artifacts of a batch to sign at once when the operator has not said: one per
@@ -478,7 +481,7 @@ pub fn sign_batch(
         if i >= artifacts.len() {
             break;
         }
-        let r = sign_one(&stage, key, &checker, i, &artifacts[i], formats[i], time, ctx.in_place);
+        let r = sign_one(&stage, key, &checker, i, &artifacts[i], formats[i], ctx);
         if r.is_err() {
             failed.store(true, Ordering::SeqCst);
         }
@@ -554,7 +557,6 @@ struct Signed {
 }
 
 /// Signs artifact `i` of a batch into the staging directory and checks what it wrote.
-#[allow(clippy::too_many_arguments)]
 fn sign_one(
     stage: &Stage,
     key: &mut SigningKey,
@@ -562,9 +564,9 @@ fn sign_one(
     i: usize,
     a: &Artifact,
     format: Format,
-    time: SystemTime,
-    in_place: bool,
+    ctx: &BatchContext,
 ) -> Result<Signed, SignError> {
+    let (time, in_place, replace) = (ctx.time, ctx.in_place, ctx.replace_signatures);
     let staging = stage.dir;
     let mut outputs = Vec::new();
     if in_place && format != Format::Rpm {
@@ -585,6 +587,8 @@ fn sign_one(
         outputs: Vec::new(),
         package: None,
         replaced_signatures: Vec::new(),
+        kept_signatures: Vec::new(),
+        already_signed: false,
     };
     let mut add = |name: &str, (sha256, size): (String, u64), record: &mut ArtifactRecord| {
         record.outputs.push(FileDigest { name: name.to_owned(), sha256: sha256.clone(), size });
@@ -600,16 +604,18 @@ fn sign_one(
             // rpm::sign hashes the package as read and as written itself, on threads of its
             // own for a big payload: read it plainly.
             let signed = if in_place {
-                rpm_in_place(key, checker, a, time)
+                rpm_in_place(key, checker, a, replace, time)
             } else {
                 let mut plain = BufReader::with_capacity(IO_BUF, File::open(&a.path)?);
                 let mut w = stage.create_plain(&a.name)?;
-                rpm::sign(&mut plain, &mut w, key, checker, time)
+                rpm::sign(&mut plain, &mut w, key, checker, replace, time)
                     .and_then(|s| w.into_inner().map_err(|e| e.into_error().into()).map(|_| s))
             }
             .map_err(self_check_or(&a.name, with_name))?;
             record.package = Some(signed.nevra);
             record.replaced_signatures = signed.replaced;
+            record.kept_signatures = signed.kept;
+            record.already_signed = signed.unchanged;
             add(&a.name, signed.output, &mut record);
             if let Some(o) = outputs.last_mut() {
                 o.same_tail = Some(SameTail { input_from: signed.head_before, output_from: signed.head_after });
@@ -676,17 +682,18 @@ fn rpm_in_place(
     key: &mut SigningKey,
     checker: &Checker,
     a: &Artifact,
+    replace: bool,
     time: SystemTime,
 ) -> Result<rpm::RpmSigned, SignError> {
     let file = fs::OpenOptions::new().read(true).write(true).open(&a.path)?;
-    if let Some(signed) = rpm::sign_in_place(&file, key, checker, time)? {
+    if let Some(signed) = rpm::sign_in_place(&file, key, checker, replace, time)? {
         return Ok(signed);
     }
     let dir = a.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new().prefix(".signet-").tempfile_in(dir)?;
     (&file).seek(io::SeekFrom::Start(0))?;
     let mut w = BufWriter::with_capacity(IO_BUF, tmp.as_file());
-    let mut signed = rpm::sign(&mut BufReader::with_capacity(IO_BUF, &file), &mut w, key, checker, time)?;
+    let mut signed = rpm::sign(&mut BufReader::with_capacity(IO_BUF, &file), &mut w, key, checker, replace, time)?;
     w.into_inner().map_err(|e| e.into_error())?;
     tmp.as_file().set_permissions(file.metadata()?.permissions())?;
     tmp.as_file().sync_all()?;

@@ -1,6 +1,17 @@
-//! RPM header signatures, added the way `rpmsign --addsign` does: an OpenPGP v4 signature
-//! over the main header goes into the signature header (RSA tag 268, EdDSA tag 267); the
-//! header and payload bytes and their digests are kept as they are.
+//! RPM header signatures, added the way each rpm's own `rpmsign --addsign` adds them, and
+//! every other signature kept (`--replace` drops them). The header and payload bytes and
+//! their digests are kept as they are.
+//!
+//! - A v4-format package (no `RPMFORMAT` 6 in its header): the OpenPGP v4 signature over the
+//!   main header goes into the legacy slot of its algorithm (RSA: `RSAHEADER`, 268; EdDSA:
+//!   `DSAHEADER`, 267), replacing only that slot's previous occupant (never a second entry
+//!   with the same tag, rpm #3878), where rpm 4 reads it; and it is appended to the
+//!   `OPENPGP` array (278, base64 strings) where rpm 6 reads it.
+//! - A v6-format package: it is appended to `OPENPGP` only, as rpm 6's `rpmsign` does.
+//! - rpm 6 ignores the legacy tags once `OPENPGP` has entries (`lib/rpmvs.cc`: "Don't bother
+//!   with v3/v4 sigs when v6 sigs exist"), so a package whose header signatures sit only in
+//!   legacy tags gets them copied into the new `OPENPGP` array first.
+//! - A package that already carries a good signature by the signing key is left as it is.
 //!
 //! Only the lead and the two headers are held in memory; the payload is streamed through,
 //! its digest checked on the way, so a 1 GiB package costs the memory of its header. When
@@ -28,15 +39,40 @@ const SIGTAG_PGP: u32 = 1002;
 const SIGTAG_GPG: u32 = 1005;
 const SIGTAG_RESERVEDSPACE: u32 = 1008;
 const SIGTAG_OPENPGP: u32 = 278;
+const SIGTAG_PGP5: u32 = 1006;
+/// Reserved space of a v6-format package (`RPMSIGTAG_RESERVED`, rpm 6).
+const SIGTAG_RESERVED: u32 = 999;
+const TAG_RPMFORMAT: u32 = 5114;
 const SIGTAG_SIZE: u32 = 1000;
 const SIGTAG_LONGSIZE: u32 = 270;
 const TAG_PAYLOADDIGEST: u32 = 5092;
 const TAG_PAYLOADDIGESTALGO: u32 = 5093;
 const PGPHASHALGO_SHA256: u32 = 8;
 
-/// Tags that hold OpenPGP signatures; all are replaced when signet signs, so the package
-/// verifies with the new key alone (as rpmsign replaces its own).
-const SIG_TAGS: [u32; 5] = [SIGTAG_DSA, SIGTAG_RSA, SIGTAG_PGP, SIGTAG_GPG, SIGTAG_OPENPGP];
+/// Tags that hold OpenPGP signatures: the ones `--replace` removes (rpm's `deleteSigs`).
+const SIG_TAGS: [u32; 6] = [SIGTAG_DSA, SIGTAG_RSA, SIGTAG_PGP, SIGTAG_GPG, SIGTAG_PGP5, SIGTAG_OPENPGP];
+/// Tags that hold a signature over the header alone (the others sign header and payload).
+const HEADER_SIG_TAGS: [u32; 3] = [SIGTAG_DSA, SIGTAG_RSA, SIGTAG_OPENPGP];
+
+/// One signature an RPM carries, as stored.
+#[derive(Debug, Clone)]
+struct Carried {
+    /// Its tag: a legacy one, or `OPENPGP` for an entry of that array.
+    tag: u32,
+    bytes: Vec<u8>,
+}
+
+/// The name rpm gives a signature tag, for reports.
+fn tag_name(tag: u32) -> &'static str {
+    match tag {
+        SIGTAG_DSA => "DSAHEADER",
+        SIGTAG_RSA => "RSAHEADER",
+        SIGTAG_OPENPGP => "OPENPGP",
+        SIGTAG_PGP => "PGP",
+        SIGTAG_GPG => "GPG",
+        _ => "signature",
+    }
+}
 
 /// The raw metadata of an RPM as it was read: byte-exact, so the header we sign is the one
 /// we write.
@@ -130,21 +166,32 @@ impl RawRpm {
         Ok(())
     }
 
-    /// The existing OpenPGP signatures as raw packets.
-    fn signatures(&self) -> Result<Vec<Vec<u8>>, SignError> {
+    /// Every OpenPGP signature the signature header carries, in tag order, each `OPENPGP`
+    /// entry on its own.
+    fn carried(&self) -> Result<Vec<Carried>, SignError> {
         let mut out = Vec::new();
         for (tag, data) in self.sig_entries()? {
             match (tag, data) {
                 (SIGTAG_OPENPGP, IndexData::StringArray(v)) => {
                     for s in v {
-                        out.push(base64_decode(&s).ok_or_else(|| invalid("corrupt RPM: bad OpenPGP signature tag"))?);
+                        let bytes =
+                            base64_decode(&s).ok_or_else(|| invalid("corrupt RPM: bad OpenPGP signature tag"))?;
+                        out.push(Carried { tag, bytes });
                     }
                 }
-                (t, IndexData::Bin(b)) if SIG_TAGS.contains(&t) => out.push(b),
+                (t, IndexData::Bin(bytes)) if SIG_TAGS.contains(&t) => out.push(Carried { tag: t, bytes }),
                 _ => {}
             }
         }
         Ok(out)
+    }
+
+    /// The package format: 6 for a v6-format package (`RPMFORMAT` in its header), else 4.
+    fn rpm_format(&self) -> u32 {
+        match self.meta.header.entry(TAG_RPMFORMAT) {
+            Ok(IndexData::Int32(v)) => v.first().copied().unwrap_or(4),
+            _ => 4,
+        }
     }
 
     /// Expected payload digest (SHA-256 hex) and header+payload size, when the package has them.
@@ -224,8 +271,13 @@ pub type Digest2 = (String, u64);
 pub struct RpmSigned {
     /// `name-version-release.arch`.
     pub nevra: String,
-    /// Issuers (fingerprints or key ids) of the signatures that were replaced.
+    /// Issuers (fingerprints or key ids) of the signatures that were removed: the previous
+    /// occupant of the legacy slot signet took, or every other signature with `replace`.
     pub replaced: Vec<String>,
+    /// Issuers of the signatures the package still carries beside signet's.
+    pub kept: Vec<String>,
+    /// The package already carried a good signature by the signing key and was left as it was.
+    pub unchanged: bool,
     /// SHA-256 (hex) and size of the package as read and as written.
     pub input: Digest2,
     pub output: Digest2,
@@ -237,56 +289,162 @@ pub struct RpmSigned {
     pub head_after: u64,
 }
 
-/// Reads the RPM up to its payload and makes the new lead and signature header: signed,
-/// then parsed again from memory and checked with `checker` over the header.
+/// The new lead and signature header of a package, and what became of its signatures.
+struct Prepared {
+    raw: RawRpm,
+    head: Vec<u8>,
+    replaced: Vec<String>,
+    kept: Vec<String>,
+    unchanged: bool,
+}
+
+/// The issuers of stored signature packets, sorted, without repeats.
+fn issuers_of<'a>(sigs: impl Iterator<Item = &'a Carried>) -> Vec<String> {
+    let mut out: Vec<String> = sigs
+        .flat_map(|c| match check::parse_signature(&c.bytes) {
+            Ok(sig) => key::issuers(&sig),
+            Err(_) => vec!["unparseable".into()],
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Reads the RPM up to its payload and makes the new lead and signature header (see the
+/// module comment for where signet's signature goes and what stays), then parses it again
+/// from memory and checks with `checker` that signet's signature is good in every place it
+/// was put and that no signature by the signing key is bad.
 fn prepare(
     input: &mut dyn Read,
     key: &mut SigningKey,
     checker: &Checker,
+    replace: bool,
     time: SystemTime,
-) -> Result<(RawRpm, Vec<u8>, Vec<String>), SignError> {
+) -> Result<Prepared, SignError> {
     let raw = RawRpm::read(input)?;
     raw.check_header_digest()?;
-    let mut replaced = Vec::new();
-    for bytes in raw.signatures()? {
-        match check::parse_signature(&bytes) {
-            Ok(sig) => replaced.extend(key::issuers(&sig)),
-            Err(_) => replaced.push("unparseable".into()),
-        }
+    let carried = raw.carried()?;
+    let v6 = raw.rpm_format() >= 6;
+
+    // Already signed by this key, and the signature is good: nothing to add.
+    let ours = |c: &Carried| {
+        HEADER_SIG_TAGS.contains(&c.tag) && check_one(&c.bytes, &raw.header, checker).status == SigStatus::Ok
+    };
+    if !replace && carried.iter().any(ours) {
+        let mut head = raw.lead.clone();
+        head.extend_from_slice(&raw.sig);
+        let kept = issuers_of(carried.iter());
+        return Ok(Prepared { raw, head, replaced: Vec::new(), kept, unchanged: true });
     }
-    replaced.sort();
-    replaced.dedup();
+    if !replace && let Some(c) = carried.iter().find(|c| check::parse_signature(&c.bytes).is_err()) {
+        return Err(invalid(format!(
+            "the RPM carries an unparseable signature in {}; signing with --replace (replace_signatures) drops it",
+            tag_name(c.tag)
+        )));
+    }
 
     let mut hash = SigningKey::hasher()?;
     hash.update(&raw.header);
     let sig = key.sign_hash(hash, time)?;
-    let tag = match sig.pk_algo() {
+    let slot = match sig.pk_algo() {
         sequoia_openpgp::types::PublicKeyAlgorithm::EdDSA => SIGTAG_DSA,
         _ => SIGTAG_RSA,
     };
     let sig_bytes = key::binary_signature(&sig)?;
-    let lead_and_sig = rebuild(&raw, tag, sig_bytes)?;
-    verify(&mut (&lead_and_sig[..]).chain(&raw.header[..]), checker, false)?;
-    Ok((raw, lead_and_sig, replaced))
+
+    // What goes where: the tags to drop, the legacy slot to fill, the OPENPGP array.
+    let (remove, legacy, replaced): (Vec<u32>, Option<u32>, Vec<&Carried>) = if replace {
+        (SIG_TAGS.to_vec(), (!v6).then_some(slot), carried.iter().collect())
+    } else if v6 {
+        (vec![SIGTAG_OPENPGP], None, Vec::new())
+    } else {
+        (vec![slot, SIGTAG_OPENPGP], Some(slot), carried.iter().filter(|c| c.tag == slot).collect())
+    };
+    let stays = |c: &&Carried| !remove.contains(&c.tag) || (c.tag == SIGTAG_OPENPGP && !replace);
+    let kept: Vec<&Carried> = carried.iter().filter(stays).collect();
+    let mut openpgp: Vec<Vec<u8>> = Vec::new();
+    if !replace {
+        let existing: Vec<&Carried> = carried.iter().filter(|c| c.tag == SIGTAG_OPENPGP).collect();
+        // Starting the array: the header signatures that stay in legacy tags go in first,
+        // or rpm 6 would no longer see them.
+        let first: Vec<&Carried> = if existing.is_empty() {
+            kept.iter().copied().filter(|c| c.tag == SIGTAG_DSA || c.tag == SIGTAG_RSA).collect()
+        } else {
+            existing
+        };
+        for c in first {
+            if !openpgp.contains(&c.bytes) {
+                openpgp.push(c.bytes.clone());
+            }
+        }
+    }
+    openpgp.push(sig_bytes.clone());
+
+    let mut extra = Vec::new();
+    if let Some(tag) = legacy {
+        extra.push((tag, IndexData::Bin(sig_bytes.clone())));
+    }
+    extra.push((SIGTAG_OPENPGP, IndexData::StringArray(openpgp.iter().map(|b| base64_encode(b)).collect())));
+    let head = rebuild(&raw, &remove, extra)?;
+
+    // The self-check, from memory: signet's signature is good wherever it was put.
+    let checked = verify_head(&head, &raw.header, checker)?;
+    let good_in = |tag: u32| {
+        checked.iter().any(|r| r.status == SigStatus::Ok && r.packet == sig_bytes && r.places.contains(&tag))
+    };
+    if !good_in(SIGTAG_OPENPGP) || legacy.is_some_and(|t| !good_in(t)) {
+        return Err(SignError::BadSignature("the new signature is not good in every tag it was written to".into()));
+    }
+    if let Some(bad) = checked.iter().find(|r| matches!(r.status, SigStatus::Bad(_))) {
+        return Err(SignError::BadSignature(format!(
+            "{} signature by {}: {:?}",
+            bad.place_names(),
+            bad.issuer,
+            bad.status
+        )));
+    }
+    Ok(Prepared {
+        raw,
+        head,
+        replaced: issuers_of(replaced.into_iter()),
+        kept: issuers_of(kept.into_iter()),
+        unchanged: false,
+    })
 }
 
-/// Adds a header signature to the RPM read from `input`, writing the signed package to `out`.
-/// The new lead and signature header are parsed again from memory and their signature checked
-/// with `checker` over the header before anything is written; the payload's digest is checked
+/// Adds a header signature to the RPM read from `input`, writing the signed package to `out`
+/// (see [`prepare`]); `replace` drops every other signature. The payload's digest is checked
 /// as it streams through.
 pub fn sign(
     input: &mut dyn Read,
     out: &mut dyn Write,
     key: &mut SigningKey,
     checker: &Checker,
+    replace: bool,
     time: SystemTime,
 ) -> Result<RpmSigned, SignError> {
-    let (raw, lead_and_sig, replaced) = prepare(input, key, checker, time)?;
-    out.write_all(&lead_and_sig)?;
-    out.write_all(&raw.header)?;
-    let (input, output) = stream_payload(&raw, input, Some(out), &lead_and_sig)?;
-    let (head_before, head_after) = ((LEAD_SIZE + raw.sig_len) as u64, lead_and_sig.len() as u64);
-    Ok(RpmSigned { nevra: raw.nevra(), replaced, input, output, in_place: false, head_before, head_after })
+    let p = prepare(input, key, checker, replace, time)?;
+    out.write_all(&p.head)?;
+    out.write_all(&p.raw.header)?;
+    let (input, output) = stream_payload(&p.raw, input, Some(out), &p.head)?;
+    let (head_before, head_after) = ((LEAD_SIZE + p.raw.sig_len) as u64, p.head.len() as u64);
+    Ok(RpmSigned {
+        nevra: p.raw.nevra(),
+        replaced: p.replaced,
+        kept: p.kept,
+        unchanged: p.unchanged,
+        input,
+        output,
+        in_place: false,
+        head_before,
+        head_after,
+    })
 }
 
 /// Signs the RPM in `file` where it is, as `rpmsign --addsign` does, when the new signature
@@ -299,22 +457,27 @@ pub fn sign_in_place(
     file: &std::fs::File,
     key: &mut SigningKey,
     checker: &Checker,
+    replace: bool,
     time: SystemTime,
 ) -> Result<Option<RpmSigned>, SignError> {
     use std::os::unix::fs::FileExt;
     // 64 KiB: below malloc's mmap threshold, so a batch of small packages does not map and
     // unmap a buffer for each.
     let mut input = io::BufReader::with_capacity(64 * 1024, file);
-    let (raw, lead_and_sig, replaced) = prepare(&mut input, key, checker, time)?;
-    if lead_and_sig.len() != LEAD_SIZE + raw.sig_len {
+    let p = prepare(&mut input, key, checker, replace, time)?;
+    if p.head.len() != LEAD_SIZE + p.raw.sig_len {
         return Ok(None);
     }
-    let (input_digest, output) = stream_payload(&raw, &mut input, None, &lead_and_sig)?;
-    file.write_all_at(&lead_and_sig, 0)?;
-    let head = lead_and_sig.len() as u64;
+    let (input_digest, output) = stream_payload(&p.raw, &mut input, None, &p.head)?;
+    if !p.unchanged {
+        file.write_all_at(&p.head, 0)?;
+    }
+    let head = p.head.len() as u64;
     Ok(Some(RpmSigned {
-        nevra: raw.nevra(),
-        replaced,
+        nevra: p.raw.nevra(),
+        replaced: p.replaced,
+        kept: p.kept,
+        unchanged: p.unchanged,
         input: input_digest,
         output,
         in_place: true,
@@ -323,27 +486,27 @@ pub fn sign_in_place(
     }))
 }
 
-/// Serializes lead + a signature header with our signature in place of any old ones. Keeps
-/// the signature header's size when the package has reserved space, as rpmsign does.
-fn rebuild(raw: &RawRpm, tag: u32, sig: Vec<u8>) -> Result<Vec<u8>, SignError> {
+/// Serializes lead + a signature header without the `remove` tags and with `extra`. Keeps
+/// the signature header's size when the package has reserved space (`RESERVEDSPACE` in v4
+/// packages, `RESERVED` in v6 ones), growing or shrinking it as rpmsign does.
+fn rebuild(raw: &RawRpm, remove: &[u32], mut extra: Vec<(u32, IndexData)>) -> Result<Vec<u8>, SignError> {
     let base: Vec<(u32, IndexData)> =
-        raw.sig_entries()?.into_iter().filter(|(t, _)| !SIG_TAGS.contains(t) && *t != rpm::HEADER_SIGNATURES).collect();
+        raw.sig_entries()?.into_iter().filter(|(t, _)| !remove.contains(t) && *t != rpm::HEADER_SIGNATURES).collect();
     let reserved = base.iter().find_map(|(t, d)| match (t, d) {
-        (&SIGTAG_RESERVEDSPACE, IndexData::Bin(b)) => Some(b.len()),
+        (&(SIGTAG_RESERVEDSPACE | SIGTAG_RESERVED), IndexData::Bin(b)) => Some(b.len()),
         _ => None,
     });
-    let has_sha256 = base.iter().any(|(t, _)| *t == SIGTAG_SHA256);
-    let mut extra = vec![(tag, IndexData::Bin(sig))];
-    if !has_sha256 {
+    if !base.iter().any(|(t, _)| *t == SIGTAG_SHA256) {
         extra.push((SIGTAG_SHA256, IndexData::StringTag(hex::encode(Sha256::digest(&raw.header)))));
     }
     let mut out = serialize(raw, &base, &extra, reserved)?;
     let target = LEAD_SIZE + raw.sig_len;
+    // rpm cannot store an empty entry: the reserved space stays at least one byte.
     if let Some(res) = reserved
-        && out.len() > target
-        && out.len() - target <= res
+        && out.len() != target
+        && let Some(res) = (res + target).checked_sub(out.len()).filter(|r| *r >= 1)
     {
-        let same_size = serialize(raw, &base, &extra, Some(res - (out.len() - target)))?;
+        let same_size = serialize(raw, &base, &extra, Some(res))?;
         if same_size.len() == target {
             out = same_size;
         }
@@ -366,7 +529,7 @@ fn serialize(
     let entries = base
         .iter()
         .map(|(t, d)| match (*t, reserved) {
-            (SIGTAG_RESERVEDSPACE, Some(n)) => HeaderEntry::new(*t, IndexData::Bin(vec![0; n])),
+            (SIGTAG_RESERVEDSPACE | SIGTAG_RESERVED, Some(n)) => HeaderEntry::new(*t, IndexData::Bin(vec![0; n])),
             _ => HeaderEntry::new(*t, d.clone()),
         })
         .chain(extra.iter().map(|(t, d)| HeaderEntry::new(*t, d.clone())));
@@ -385,50 +548,185 @@ fn serialize(
 #[derive(Debug, Clone)]
 pub struct RpmChecked {
     pub nevra: String,
+    /// The fingerprint of the allowed key of the first good signature.
     pub signer: String,
+    /// Every signature the package carries.
+    pub signatures: Vec<SigReport>,
 }
 
-/// Checks an RPM's header signature(s) against `checker`, its header digest and, when
-/// `payload` is set, its payload digest and size.
+/// What one signature of an RPM is worth to a checker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigStatus {
+    /// Made by an allowed key, and good over the header.
+    Ok,
+    /// Claims an allowed key but does not verify, or cannot be read at all.
+    Bad(String),
+    /// Made by a key the checker does not have: neither good nor bad to it.
+    UnknownKey,
+    /// A v3 header+payload signature (`PGP`, `GPG`), which signet does not check.
+    Unchecked,
+}
+
+/// One signature of an RPM, with every tag it is stored in.
+#[derive(Debug, Clone)]
+pub struct SigReport {
+    /// The packet as stored.
+    pub packet: Vec<u8>,
+    /// The tags it is stored in (a legacy tag and/or `OPENPGP`).
+    pub places: Vec<u32>,
+    /// Its issuers (fingerprints, or key ids), comma-separated, or `unparseable`.
+    pub issuer: String,
+    /// `RSA/SHA256`, `EdDSA/SHA512`, ...
+    pub algorithm: String,
+    pub status: SigStatus,
+    /// The allowed key it verified with, when [`SigStatus::Ok`].
+    pub signer: Option<String>,
+}
+
+impl SigReport {
+    /// `OPENPGP`, `RSAHEADER+OPENPGP`, ...
+    pub fn place_names(&self) -> String {
+        self.places.iter().map(|t| tag_name(*t)).collect::<Vec<_>>().join("+")
+    }
+}
+
+impl std::fmt::Display for SigReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = match &self.status {
+            SigStatus::Ok => "OK".to_owned(),
+            SigStatus::Bad(why) => format!("BAD ({why})"),
+            SigStatus::UnknownKey => "unknown key".to_owned(),
+            SigStatus::Unchecked => "not checked (header+payload signature)".to_owned(),
+        };
+        write!(f, "{} {} signature, key {}: {status}", self.place_names(), self.algorithm, self.issuer)
+    }
+}
+
+fn algorithm(sig: &sequoia_openpgp::packet::Signature) -> String {
+    use sequoia_openpgp::types::PublicKeyAlgorithm as P;
+    let pk = match sig.pk_algo() {
+        #[allow(deprecated)]
+        P::RSAEncryptSign | P::RSASign => "RSA".to_owned(),
+        P::EdDSA => "EdDSA".to_owned(),
+        P::Ed25519 => "Ed25519".to_owned(),
+        P::Ed448 => "Ed448".to_owned(),
+        P::ECDSA => "ECDSA".to_owned(),
+        #[allow(deprecated)]
+        P::DSA => "DSA".to_owned(),
+        other => other.to_string(),
+    };
+    format!("{pk}/{}", sig.hash_algo())
+}
+
+/// Checks one stored signature packet over `header` (the main header's bytes).
+fn check_one(bytes: &[u8], header: &[u8], checker: &Checker) -> SigReport {
+    let mut report = SigReport {
+        packet: bytes.to_vec(),
+        places: Vec::new(),
+        issuer: "unparseable".into(),
+        algorithm: "unknown".into(),
+        status: SigStatus::UnknownKey,
+        signer: None,
+    };
+    let sig = match check::parse_signature(bytes) {
+        Ok(sig) => sig,
+        Err(e) => {
+            report.status = SigStatus::Bad(format!("unparseable: {e}"));
+            return report;
+        }
+    };
+    report.issuer = key::issuers(&sig).join(",");
+    report.algorithm = algorithm(&sig);
+    if !checker.knows(&sig) {
+        return report;
+    }
+    let hash = check::hasher_for(&sig).map(|mut h| {
+        h.update(header);
+        h
+    });
+    report.status =
+        match hash.map_err(|e| e.to_string()).and_then(|h| checker.packet(&sig, &h).map_err(|e| e.to_string())) {
+            Ok(fpr) => {
+                report.signer = Some(fpr);
+                SigStatus::Ok
+            }
+            Err(e) => SigStatus::Bad(e),
+        };
+    report
+}
+
+impl RawRpm {
+    /// Every signature the package carries, each packet once with all the tags it is in.
+    fn reports(&self, checker: &Checker) -> Result<Vec<SigReport>, SignError> {
+        let mut out: Vec<SigReport> = Vec::new();
+        for c in self.carried()? {
+            if let Some(r) = out.iter_mut().find(|r| r.packet == c.bytes) {
+                r.places.push(c.tag);
+                continue;
+            }
+            let mut r = if HEADER_SIG_TAGS.contains(&c.tag) {
+                check_one(&c.bytes, &self.header, checker)
+            } else {
+                let mut r = check_one(&c.bytes, &[], &Checker::new(Vec::new()));
+                if !matches!(r.status, SigStatus::Bad(_)) {
+                    r.status = SigStatus::Unchecked;
+                }
+                r
+            };
+            r.places.push(c.tag);
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+/// The signatures of a new lead and signature header over `header`, parsed from memory.
+fn verify_head(head: &[u8], header: &[u8], checker: &Checker) -> Result<Vec<SigReport>, SignError> {
+    let raw = RawRpm::read(&mut head.chain(header))?;
+    raw.check_header_digest()?;
+    raw.reports(checker)
+}
+
 /// The issuers (fingerprints, or key ids) of the OpenPGP header signatures of an RPM,
 /// without checking them: empty if it is not signed.
 pub fn signature_issuers(input: &mut dyn Read) -> Result<Vec<String>, SignError> {
     let raw = RawRpm::read(input)?;
     let mut out = Vec::new();
-    for bytes in raw.signatures()? {
-        let sig = check::parse_signature(&bytes).map_err(|e| SignError::BadSignature(e.to_string()))?;
+    for c in raw.carried()? {
+        let sig = check::parse_signature(&c.bytes).map_err(|e| SignError::BadSignature(e.to_string()))?;
         out.extend(crate::key::issuers(&sig));
     }
+    out.sort();
+    out.dedup();
     Ok(out)
 }
 
+/// Checks an RPM's signatures against `checker`, its header digest and, when `payload` is
+/// set, its payload digest and size. It passes when at least one signature is by an allowed
+/// key and good and none is bad; signatures by other keys are reported, not held against it.
 pub fn verify(input: &mut dyn Read, checker: &Checker, payload: bool) -> Result<RpmChecked, SignError> {
     let raw = RawRpm::read(input)?;
     raw.check_header_digest()?;
-    let sigs = raw.signatures()?;
-    if sigs.is_empty() {
+    let signatures = raw.reports(checker)?;
+    if signatures.is_empty() {
         return Err(SignError::BadSignature("RPM is not signed".into()));
     }
-    let mut signer = None;
-    let mut errors = Vec::new();
-    for bytes in sigs {
-        let sig = check::parse_signature(&bytes).map_err(|e| SignError::BadSignature(e.to_string()))?;
-        let mut hash = check::hasher_for(&sig).map_err(|e| SignError::BadSignature(e.to_string()))?;
-        hash.update(&raw.header);
-        match checker.packet(&sig, &hash) {
-            Ok(fpr) => signer = Some(fpr),
-            Err(e) => errors.push(e.to_string()),
-        }
+    let bad: Vec<String> =
+        signatures.iter().filter(|r| matches!(r.status, SigStatus::Bad(_))).map(ToString::to_string).collect();
+    if !bad.is_empty() {
+        return Err(SignError::BadSignature(bad.join("; ")));
     }
-    // Like rpm, every signature present must verify.
-    if !errors.is_empty() {
-        return Err(SignError::BadSignature(errors.join("; ")));
-    }
+    let Some(signer) = signatures.iter().find_map(|r| r.signer.clone()) else {
+        return Err(SignError::BadSignature(format!(
+            "no signature by an allowed key: {}",
+            signatures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        )));
+    };
     if payload {
         let ([digest], n) = super::fan_out(input, None, [Sha256::new()])?;
         raw.check_payload(&hex::encode(digest.finalize()), n)?;
     }
-    Ok(RpmChecked { nevra: raw.nevra(), signer: signer.unwrap_or_default() })
+    Ok(RpmChecked { nevra: raw.nevra(), signer, signatures })
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {

@@ -180,6 +180,7 @@ pub fn check(buf: &[u8], what: &'static str) -> Result<(), HeaderError> {
 /// Data types of the tags signet reads or rewrites in the signature header.
 pub const SIGNATURE_TYPES: &[(u32, u32)] = &[
     (62, 7),   // HEADERSIGNATURES region: BIN
+    (999, 7),  // RESERVED (v6 packages' reserved space): BIN
     (267, 7),  // DSAHEADER (also EdDSA): BIN
     (268, 7),  // RSAHEADER: BIN
     (269, 6),  // SHA1HEADER: STRING
@@ -204,6 +205,7 @@ pub const HEADER_TYPES: &[(u32, u32)] = &[
     (1022, 6), // ARCH: STRING
     (5092, 8), // PAYLOADDIGEST: STRING_ARRAY
     (5093, 4), // PAYLOADDIGESTALGO: INT32
+    (5114, 4), // RPMFORMAT: INT32
 ];
 
 /// Checks that the tags listed in `types` have their data type (a digest stored as a number

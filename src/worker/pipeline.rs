@@ -148,6 +148,7 @@ impl<S: ObjectStore + 'static> Worker<S> {
             approvals: approved.map(|a| a.approvers.clone()).unwrap_or_default(),
             parallel: if self.cfg.sign_threads == 0 { sign::parallelism(&key) } else { self.cfg.sign_threads },
             in_place: false,
+            replace_signatures: job.replace_signatures,
         };
         let formats: Vec<&'static str> = artifacts.iter().map(|a| a.format.as_str()).collect();
         let mut signer = (*key).clone();
