@@ -409,13 +409,10 @@ fn prepare(
             bad.status
         )));
     }
-    Ok(Prepared {
-        raw,
-        head,
-        replaced: issuers_of(replaced.into_iter()),
-        kept: issuers_of(kept.into_iter()),
-        unchanged: false,
-    })
+    // Replaced: what the package no longer carries anywhere (a previous occupant of the slot
+    // that is in OPENPGP too stays there, for rpm 6 readers).
+    let replaced = replaced.into_iter().filter(|c| !openpgp.contains(&c.bytes));
+    Ok(Prepared { raw, head, replaced: issuers_of(replaced), kept: issuers_of(kept.into_iter()), unchanged: false })
 }
 
 /// Adds a header signature to the RPM read from `input`, writing the signed package to `out`
