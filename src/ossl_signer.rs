@@ -44,16 +44,10 @@ fn context() -> anyhow::Result<&'static OsslContext> {
         .ok_or_else(|| anyhow::anyhow!("OpenSSL: cannot make a library context"))
 }
 
-/// An OpenSSL RSA key with every CRT parameter, built once when the key is unsealed and
-/// shared by every thread that signs with it.
-struct SharedPkey(EvpPkey);
-
-// SAFETY: an EVP_PKEY that is not modified after it is built may be used by several threads
-// at once (openssl-threads(7): "objects ... may be used concurrently by multiple threads
-// as long as they are not modified"); signet only reads it, through a fresh EVP_PKEY_CTX per
-// signature (OsslSignature::new), and frees it once, when the last Arc goes.
-unsafe impl Send for SharedPkey {}
-unsafe impl Sync for SharedPkey {}
+/// An OpenSSL key built once, when the key is unsealed, and shared by every thread that
+/// signs with it: `EvpPkey` is `Send + Sync` (ossl), and each signature reads it through a
+/// fresh `EVP_PKEY_CTX` (`OsslSignature::new`), as openssl-threads(7) allows.
+type SharedPkey = EvpPkey;
 
 /// An RSA signing key with its CRT parameters.
 #[derive(Clone)]
@@ -86,7 +80,7 @@ impl CrtSigner {
             // OpenSSL's factor1 is OpenPGP q, factor2 is p (see the module comment).
             let (exponent1, exponent2) = (mod_minus_one(&d, &q)?, mod_minus_one(&d, &p)?);
             let pkey = build_pkey(n.value(), e.value(), [&d, &q, &p, &exponent1, &exponent2, &u])?;
-            Ok(CrtSigner { public: key.clone().take_secret().0, pkey: Arc::new(SharedPkey(pkey)) })
+            Ok(CrtSigner { public: key.clone().take_secret().0, pkey: Arc::new(pkey) })
         })())
     }
 }
@@ -150,7 +144,7 @@ impl Ed25519Signer {
             });
             let pkey =
                 EvpPkey::import(context()?, EvpPkeyType::Ed25519, data).map_err(|e| anyhow::anyhow!("OpenSSL: {e}"))?;
-            Ok(Ed25519Signer { public: key.clone().take_secret().0, pkey: Arc::new(SharedPkey(pkey)) })
+            Ok(Ed25519Signer { public: key.clone().take_secret().0, pkey: Arc::new(pkey) })
         })())
     }
 }
@@ -167,7 +161,7 @@ impl openpgp::crypto::Signer for Ed25519Signer {
     fn sign(&mut self, _hash_algo: HashAlgorithm, digest: &[u8]) -> openpgp::Result<mpi::Signature> {
         let ossl = |e: ossl::Error| anyhow::anyhow!("OpenSSL: {e}");
         let mut signer =
-            OsslSignature::new(context()?, SigOp::Sign, SigAlg::Ed25519, &self.pkey.0, None).map_err(ossl)?;
+            OsslSignature::new(context()?, SigOp::Sign, SigAlg::Ed25519, &self.pkey, None).map_err(ossl)?;
         let mut sig = [0u8; 64];
         signer.sign(digest, Some(&mut sig)).map_err(ossl)?;
         Ok(crate::key::signature_values(false, &sig)?)
@@ -187,7 +181,7 @@ impl openpgp::crypto::Signer for CrtSigner {
         let ossl = |e: ossl::Error| anyhow::anyhow!("OpenSSL: {e}");
         let mut info = hash_algo.oid()?.to_vec();
         info.extend_from_slice(digest);
-        let mut signer = OsslSignature::new(context()?, SigOp::Sign, SigAlg::Rsa, &self.pkey.0, None).map_err(ossl)?;
+        let mut signer = OsslSignature::new(context()?, SigOp::Sign, SigAlg::Rsa, &self.pkey, None).map_err(ossl)?;
         let size = signer.sign(&info, None).map_err(ossl)?;
         let mut sig = vec![0u8; size];
         let len = signer.sign(&info, Some(&mut sig)).map_err(ossl)?;
@@ -274,12 +268,32 @@ mod tests {
 
     #[test]
     fn ed25519_signatures_are_sequoias_byte_for_byte_and_verify() {
-        // Several keys: a scalar with a leading zero byte must still be padded to 32.
-        for _ in 0..8 {
-            let cert =
-                crate::key::generate(crate::key::Algo::Ed25519, "ed <e@example.org>", std::time::SystemTime::now())
-                    .unwrap();
+        // A few keys, and one whose scalar starts with a zero byte (stored as a shorter MPI,
+        // which must be padded back to 32 bytes): about one key in 256, so look for one.
+        let short = |key: &Key<SecretParts, UnspecifiedRole>| match key.secret() {
+            openpgp::packet::key::SecretKeyMaterial::Unencrypted(s) => s.map(|m| match m {
+                mpi::SecretKeyMaterial::EdDSA { scalar } => scalar.value().len() < 32,
+                _ => false,
+            }),
+            _ => false,
+        };
+        let mut keys = Vec::new();
+        let mut found_short = false;
+        for _ in 0..5000 {
+            let cert = crate::key::generate(crate::key::Algo::Ed25519, "ed", std::time::SystemTime::now()).unwrap();
             let key = cert.primary_key().key().clone().parts_into_secret().unwrap().role_into_unspecified();
+            if short(&key) && !found_short {
+                found_short = true;
+                keys.push(key);
+            } else if keys.len() < 3 {
+                keys.push(key);
+            }
+            if found_short && keys.len() >= 4 {
+                break;
+            }
+        }
+        assert!(found_short, "no key with a short scalar in 5000 tries");
+        for key in keys {
             let mut ours = Ed25519Signer::new(&key).expect("an Ed25519 key").unwrap();
             let mut plain = key.clone().into_keypair().unwrap();
             for (hash, digest) in [(HashAlgorithm::SHA256, vec![7u8; 32]), (HashAlgorithm::SHA512, vec![9u8; 64])] {

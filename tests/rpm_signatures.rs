@@ -63,7 +63,8 @@ impl Parts {
         }
     }
 
-    /// Writes the package with `OPENPGP` set to `sigs` in its signature header.
+    /// Writes the package with `OPENPGP` set to `sigs` in its signature header (none: no
+    /// `OPENPGP` tag at all).
     fn write_with_openpgp(&self, sigs: &[Vec<u8>], to: &Path) {
         use base64::Engine;
         let mut entries: Vec<HeaderEntry> = self
@@ -75,8 +76,10 @@ impl Parts {
             .filter(|(t, _)| *t != OPENPGP && *t != rpm::HEADER_SIGNATURES)
             .map(|(t, d)| HeaderEntry::new(t, d))
             .collect();
-        let b64 = sigs.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s)).collect();
-        entries.push(HeaderEntry::new(OPENPGP, IndexData::StringArray(b64)));
+        let b64: Vec<String> = sigs.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s)).collect();
+        if !b64.is_empty() {
+            entries.push(HeaderEntry::new(OPENPGP, IndexData::StringArray(b64)));
+        }
         let signature = Header::<IndexSignatureTag>::from_entries(entries, IndexSignatureTag::HEADER_SIGNATURES);
         let meta = PackageMetadata { lead: self.meta.lead.clone(), signature, header: self.meta.header.clone() };
         let mut out = Vec::new();
@@ -290,4 +293,52 @@ fn a_v6_signature_in_openpgp_is_kept_when_signet_appends_its_own() {
     // signet verify names the v6 signature (a key it was not given) and passes on signet's.
     let v = ok(env.signet().arg("verify").arg("--cert").arg(&ours).arg(&signed));
     assert!(v.contains("OPENPGP Ed25519/SHA512 signature") && v.contains("unknown key"), "{v}");
+}
+
+#[test]
+fn already_signed_means_good_where_each_rpm_reads_and_the_gate_reads_the_same_way() {
+    let env = Env::new();
+    let ours = env.generate("new", "ed25519");
+    let fx = env.fixtures();
+    // As signet wrote packages before issue 13: its signature in DSAHEADER, no OPENPGP.
+    let out = env.path("out");
+    ok(env.signet().args(["sign", "--key", "new", "--out"]).arg(&out).arg(fx.join("rpm/hello-1.0-1.noarch.rpm")));
+    let legacy_only = env.path("legacy-only.rpm");
+    parts(&out.join("hello-1.0-1.noarch.rpm")).write_with_openpgp(&[], &legacy_only);
+    let before = parts(&legacy_only);
+    assert!(before.openpgp().is_empty() && before.legacy(DSAHEADER).is_some());
+    accepts("verify_rpm", &[&ours, &legacy_only]);
+
+    // Without OPENPGP, rpm 6 reads the legacy tags too: both rpms see the signature, so
+    // signing again with the same key leaves the package as it is.
+    let again = env.path("again");
+    ok(env.signet().args(["sign", "--key", "new", "--out"]).arg(&again).arg(&legacy_only));
+    assert_eq!(fs::read(again.join("legacy-only.rpm")).unwrap(), fs::read(&legacy_only).unwrap());
+    assert_eq!(manifest(&again)["artifacts"][0]["already_signed"], true);
+
+    // Once OPENPGP holds another key's signature, rpm 6 no longer reads the legacy tags:
+    // signet's signature in DSAHEADER alone does not count for rpm 6. The gate says so...
+    let other = env.generate("other", "ed25519");
+    let o = env.path("o");
+    ok(env.signet().args(["sign", "--key", "other", "--out"]).arg(&o).arg(fx.join("rpm/hello-1.0-1.noarch.rpm")));
+    let theirs = parts(&o.join("hello-1.0-1.noarch.rpm")).openpgp();
+    let mixed = env.path("mixed.rpm");
+    before.write_with_openpgp(&theirs, &mixed);
+    let err = fails(env.signet().arg("verify").arg("--cert").arg(&ours).arg(&mixed));
+    assert!(err.contains("where rpm 6 reads them (OPENPGP)"), "{err}");
+    ok(env.signet().arg("verify").arg("--cert").arg(&other).arg("--cert").arg(&ours).arg(&mixed));
+    // ...and signing it again is not "already signed": signet's signature is appended to
+    // OPENPGP beside the other key's, and takes DSAHEADER anew.
+    let third = env.path("third");
+    ok(env.signet().args(["sign", "--key", "new", "--out"]).arg(&third).arg(&mixed));
+    let signed = third.join("mixed.rpm");
+    let p = parts(&signed);
+    let openpgp = p.openpgp();
+    assert_eq!(openpgp.len(), 2);
+    assert_eq!(openpgp[0], theirs[0]);
+    assert!(good_over(&openpgp[1], &cert_of(&ours), &p.header()));
+    assert_eq!(p.legacy(DSAHEADER).as_deref(), Some(&openpgp[1][..]));
+    assert!(manifest(&third)["artifacts"][0].get("already_signed").is_none());
+    ok(env.signet().arg("verify").arg("--cert").arg(&ours).arg(&signed));
+    accepts("verify_rpm", &[&ours, &signed]);
 }

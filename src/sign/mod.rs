@@ -689,7 +689,9 @@ fn rpm_in_place(
     if let Some(signed) = rpm::sign_in_place(&file, key, checker, replace, time)? {
         return Ok(signed);
     }
-    let dir = a.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // Through a symlink, the file it points to is replaced, not the link.
+    let target = fs::canonicalize(&a.path)?;
+    let dir = target.parent().unwrap_or(Path::new("/"));
     let tmp = tempfile::Builder::new().prefix(".signet-").tempfile_in(dir)?;
     (&file).seek(io::SeekFrom::Start(0))?;
     let mut w = BufWriter::with_capacity(IO_BUF, tmp.as_file());
@@ -697,7 +699,7 @@ fn rpm_in_place(
     w.into_inner().map_err(|e| e.into_error())?;
     tmp.as_file().set_permissions(file.metadata()?.permissions())?;
     tmp.as_file().sync_all()?;
-    tmp.persist(&a.path).map_err(|e| e.error)?;
+    tmp.persist(&target).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()?;
     signed.in_place = false;
     Ok(signed)
@@ -753,15 +755,28 @@ fn write_signed(
 /// cost of one flush.
 pub fn commit_to_dir(staging: &Path, batch: &Batch, out_dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let staging_dir = File::open(staging)?;
-    let mut devices = vec![staging_dir.metadata()?.dev()];
-    sync_file_system(&staging_dir)?;
-    for path in batch.outputs.iter().filter_map(|o| o.in_place.as_deref()) {
-        let f = File::open(path)?;
-        let dev = f.metadata()?.dev();
-        if !devices.contains(&dev) {
-            devices.push(dev);
-            sync_file_system(&f)?;
+    let in_place_paths = batch.outputs.iter().filter_map(|o| o.in_place.as_deref());
+    if syncfs_reports_errors() {
+        let staging_dir = File::open(staging)?;
+        let mut devices = vec![staging_dir.metadata()?.dev()];
+        sync_file_system(&staging_dir)?;
+        for path in in_place_paths {
+            let f = File::open(path)?;
+            let dev = f.metadata()?.dev();
+            if !devices.contains(&dev) {
+                devices.push(dev);
+                sync_file_system(&f)?;
+            }
+        }
+    } else {
+        // Before Linux 5.8, syncfs did not report writeback errors: one fsync per file.
+        for name in batch.files_in_commit_order() {
+            if batch.outputs.iter().all(|o| o.name != name || o.in_place.is_none()) {
+                File::open(staging.join(&name))?.sync_all()?;
+            }
+        }
+        for path in in_place_paths {
+            File::open(path)?.sync_all()?;
         }
     }
     let in_place: Vec<&str> = batch.outputs.iter().filter(|o| o.in_place.is_some()).map(|o| o.name.as_str()).collect();
@@ -771,6 +786,22 @@ pub fn commit_to_dir(staging: &Path, batch: &Batch, out_dir: &Path) -> io::Resul
         }
     }
     File::open(out_dir)?.sync_all()
+}
+
+/// Whether this kernel's `syncfs(2)` reports writeback errors (Linux 5.8 and later).
+fn syncfs_reports_errors() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        // SAFETY: uname fills the struct it is given, which lives on this stack frame.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        if unsafe { libc::uname(&mut u) } != 0 {
+            return false;
+        }
+        // SAFETY: uname NUL-terminates `release`.
+        let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy();
+        let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+        matches!((parts.next(), parts.next()), (Some(major), Some(minor)) if (major, minor) >= (5, 8))
+    })
 }
 
 /// Flushes every dirty page of the file system `f` is on (`syncfs(2)`), and its journal.

@@ -43,6 +43,8 @@ const SIGTAG_PGP5: u32 = 1006;
 /// Reserved space of a v6-format package (`RPMSIGTAG_RESERVED`, rpm 6).
 const SIGTAG_RESERVED: u32 = 999;
 const TAG_RPMFORMAT: u32 = 5114;
+/// Most signatures signet reads in one package (RHEL's carry three).
+const MAX_SIGNATURES: usize = 64;
 const SIGTAG_SIZE: u32 = 1000;
 const SIGTAG_LONGSIZE: u32 = 270;
 const TAG_PAYLOADDIGEST: u32 = 5092;
@@ -168,19 +170,24 @@ impl RawRpm {
 
     /// Every OpenPGP signature the signature header carries, in tag order, each `OPENPGP`
     /// entry on its own.
+    /// An `OPENPGP` entry that is not base64 is kept as its text, which reads as an
+    /// unparseable packet (reported bad; `--replace` drops it). At most [`MAX_SIGNATURES`]:
+    /// each signature that names the key costs a hash of the whole header.
     fn carried(&self) -> Result<Vec<Carried>, SignError> {
         let mut out = Vec::new();
         for (tag, data) in self.sig_entries()? {
             match (tag, data) {
                 (SIGTAG_OPENPGP, IndexData::StringArray(v)) => {
                     for s in v {
-                        let bytes =
-                            base64_decode(&s).ok_or_else(|| invalid("corrupt RPM: bad OpenPGP signature tag"))?;
+                        let bytes = base64_decode(&s).unwrap_or_else(|| s.into_bytes());
                         out.push(Carried { tag, bytes });
                     }
                 }
                 (t, IndexData::Bin(bytes)) if SIG_TAGS.contains(&t) => out.push(Carried { tag: t, bytes }),
                 _ => {}
+            }
+            if out.len() > MAX_SIGNATURES {
+                return Err(invalid(format!("the RPM carries more than {MAX_SIGNATURES} signatures")));
             }
         }
         Ok(out)
@@ -332,21 +339,24 @@ fn prepare(
     let carried = raw.carried()?;
     let v6 = raw.rpm_format() >= 6;
 
-    // Already signed by this key, and the signature is good: nothing to add.
-    let ours = |c: &Carried| {
-        HEADER_SIG_TAGS.contains(&c.tag) && check_one(&c.bytes, &raw.header, checker).status == SigStatus::Ok
-    };
-    if !replace && carried.iter().any(ours) {
-        let mut head = raw.lead.clone();
-        head.extend_from_slice(&raw.sig);
-        let kept = issuers_of(carried.iter());
-        return Ok(Prepared { raw, head, replaced: Vec::new(), kept, unchanged: true });
-    }
-    if !replace && let Some(c) = carried.iter().find(|c| check::parse_signature(&c.bytes).is_err()) {
-        return Err(invalid(format!(
-            "the RPM carries an unparseable signature in {}; signing with --replace (replace_signatures) drops it",
-            tag_name(c.tag)
-        )));
+    if !replace {
+        let before = raw.reports(checker)?;
+        // A bad signature would be kept, and rpm fails a package on one.
+        if let Some(bad) = before.iter().find(|r| matches!(r.status, SigStatus::Bad(_))) {
+            return Err(invalid(format!(
+                "the RPM carries a bad signature ({bad}); signing with --replace (replace_signatures) drops it"
+            )));
+        }
+        // Already signed by this key, good where every reader of the package looks:
+        // nothing to add.
+        if readers(&before, v6).iter().all(|(_, tags)| good_in(&before, tags).is_some()) {
+            let mut head = raw.lead.clone();
+            head.extend_from_slice(&raw.sig);
+            let ours: Vec<&SigReport> = before.iter().filter(|r| r.status == SigStatus::Ok).collect();
+            let others = carried.iter().filter(|c| !ours.iter().any(|r| r.packet == c.bytes));
+            let kept = issuers_of(others);
+            return Ok(Prepared { raw, head, replaced: Vec::new(), kept, unchanged: true });
+        }
     }
 
     let mut hash = SigningKey::hasher()?;
@@ -655,26 +665,51 @@ fn check_one(bytes: &[u8], header: &[u8], checker: &Checker) -> SigReport {
 impl RawRpm {
     /// Every signature the package carries, each packet once with all the tags it is in.
     fn reports(&self, checker: &Checker) -> Result<Vec<SigReport>, SignError> {
-        let mut out: Vec<SigReport> = Vec::new();
+        // Each distinct packet once, with every tag it is in; then judged as a header
+        // signature if any of those is a header-signature tag, whatever their order.
+        let mut packets: Vec<(Vec<u8>, Vec<u32>)> = Vec::new();
         for c in self.carried()? {
-            if let Some(r) = out.iter_mut().find(|r| r.packet == c.bytes) {
-                r.places.push(c.tag);
-                continue;
+            match packets.iter_mut().find(|(p, _)| *p == c.bytes) {
+                Some((_, places)) => places.push(c.tag),
+                None => packets.push((c.bytes, vec![c.tag])),
             }
-            let mut r = if HEADER_SIG_TAGS.contains(&c.tag) {
-                check_one(&c.bytes, &self.header, checker)
-            } else {
-                let mut r = check_one(&c.bytes, &[], &Checker::new(Vec::new()));
-                if !matches!(r.status, SigStatus::Bad(_)) {
-                    r.status = SigStatus::Unchecked;
-                }
-                r
-            };
-            r.places.push(c.tag);
-            out.push(r);
         }
-        Ok(out)
+        Ok(packets
+            .into_iter()
+            .map(|(packet, places)| {
+                let mut r = if places.iter().any(|t| HEADER_SIG_TAGS.contains(t)) {
+                    check_one(&packet, &self.header, checker)
+                } else {
+                    let mut r = check_one(&packet, &[], &Checker::new(Vec::new()));
+                    if !matches!(r.status, SigStatus::Bad(_)) {
+                        r.status = SigStatus::Unchecked;
+                    }
+                    r
+                };
+                r.places = places;
+                r
+            })
+            .collect())
     }
+}
+
+/// Where each rpm looks for a package's signatures: rpm 6 reads `OPENPGP` when it has
+/// entries and the legacy header tags otherwise; rpm 4 reads the legacy header tags, and
+/// only v4-format packages are for it.
+fn readers(reports: &[SigReport], v6: bool) -> Vec<(&'static str, &'static [u32])> {
+    const LEGACY: &[u32] = &[SIGTAG_DSA, SIGTAG_RSA];
+    let has_openpgp = reports.iter().any(|r| r.places.contains(&SIGTAG_OPENPGP));
+    let mut out: Vec<(&'static str, &'static [u32])> =
+        vec![("rpm 6", if has_openpgp { &[SIGTAG_OPENPGP] } else { LEGACY })];
+    if !v6 {
+        out.push(("rpm 4", LEGACY));
+    }
+    out
+}
+
+/// The first good signature (by an allowed key) stored in one of `tags`.
+fn good_in<'a>(reports: &'a [SigReport], tags: &[u32]) -> Option<&'a SigReport> {
+    reports.iter().find(|r| r.status == SigStatus::Ok && r.places.iter().any(|t| tags.contains(t)))
 }
 
 /// The signatures of a new lead and signature header over `header`, parsed from memory.
@@ -713,12 +748,21 @@ pub fn verify(input: &mut dyn Read, checker: &Checker, payload: bool) -> Result<
     if !bad.is_empty() {
         return Err(SignError::BadSignature(bad.join("; ")));
     }
-    let Some(signer) = signatures.iter().find_map(|r| r.signer.clone()) else {
-        return Err(SignError::BadSignature(format!(
-            "no signature by an allowed key: {}",
-            signatures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-        )));
-    };
+    let mut signer = None;
+    for (reader, tags) in readers(&signatures, raw.rpm_format() >= 6) {
+        match good_in(&signatures, tags) {
+            Some(r) => signer = signer.or(r.signer.clone()),
+            None => {
+                let names: Vec<&str> = tags.iter().map(|t| tag_name(*t)).collect();
+                return Err(SignError::BadSignature(format!(
+                    "no good signature by an allowed key where {reader} reads them ({}): {}",
+                    names.join(", "),
+                    signatures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                )));
+            }
+        }
+    }
+    let signer = signer.unwrap_or_default();
     if payload {
         let ([digest], n) = super::fan_out(input, None, [Sha256::new()])?;
         raw.check_payload(&hex::encode(digest.finalize()), n)?;

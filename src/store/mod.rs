@@ -23,6 +23,10 @@ pub enum StoreError {
     /// Unreachable, timed out, 5xx, throttled: worth retrying.
     #[error("object store unavailable for s3://{bucket}/{key}: {message}")]
     Transient { bucket: String, key: String, message: String },
+    /// The source of a server-side copy is no longer the object it was pinned to: worth
+    /// doing the job again from the fetch, not retrying the same copy.
+    #[error("s3://{bucket}/{key} changed while it was copied: {message}")]
+    SourceChanged { bucket: String, key: String, message: String },
     /// Local file trouble while streaming.
     #[error("local I/O for s3://{bucket}/{key}: {source}")]
     Local { bucket: String, key: String, source: std::io::Error },
@@ -42,6 +46,7 @@ impl StoreError {
             StoreError::TooLarge { .. } => "too_large",
             StoreError::Exists { .. } => "exists",
             StoreError::Transient { .. } => "unavailable",
+            StoreError::SourceChanged { .. } => "source_changed",
             StoreError::Local { .. } => "local",
         }
     }
@@ -107,7 +112,8 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
     /// Uploads a local file of which only the start is new ([`CopyTail`]): sends the start
     /// and has the server copy the rest from the source, which must still be the object
-    /// `etag` names. On any error the partial upload is aborted and nothing is stored.
+    /// `etag` names. On any error the partial upload is aborted, or the assembled object
+    /// deleted if the error came after it was completed, and the call fails.
     fn put_file_copying_tail(
         &self,
         bucket: &str,

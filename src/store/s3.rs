@@ -268,10 +268,10 @@ impl S3Store {
         // output[first..] is source[from..], up to the source's end.
         let from = tail.input_from + (first - tail.output_from);
         let end = tail.input_from + (src_len - tail.output_from);
-        let source_changed = |message: String| StoreError::Transient {
+        let source_changed = |message: String| StoreError::SourceChanged {
             bucket: tail.source_bucket.clone(),
             key: tail.source_key.clone(),
-            message: format!("the source object changed while it was copied: {message}"),
+            message,
         };
         let mut at = from;
         while at < end {
@@ -287,7 +287,9 @@ impl S3Store {
                 .copy_source(copy_source(&tail.source_bucket, &tail.source_key))
                 .copy_source_range(format!("bytes={at}-{}", to - 1))
                 .copy_source_if_match(&tail.etag);
-            let copied = match counted("upload_part_copy", copy.send().await.map_err(|e| classify(e, bucket, key))) {
+            // Errors name the source: a missing or forbidden source is the input's problem.
+            let sent = copy.send().await.map_err(|e| classify(e, &tail.source_bucket, &tail.source_key));
+            let copied = match counted("upload_part_copy", sent) {
                 Ok(c) => c,
                 // 412 here is the copy condition: the source is no longer that object.
                 Err(StoreError::Exists { .. }) => return Err(source_changed(format!("it is no longer {}", tail.etag))),
@@ -301,19 +303,34 @@ impl S3Store {
         let complete =
             self.client.complete_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).multipart_upload(done);
         counted("complete_multipart", complete.send().await.map(|_| ()).map_err(|e| classify(e, bucket, key)))?;
-        let head = self.client.head_object().bucket(&tail.source_bucket).key(&tail.source_key);
-        let now = counted("head", head.send().await.map_err(|e| classify(e, &tail.source_bucket, &tail.source_key)))?;
-        if now.e_tag() != Some(tail.etag.as_str()) {
-            return Err(source_changed(format!("its ETag is now {:?}, not {}", now.e_tag(), tail.etag)));
+        // The object is complete under its final name: if a check fails now, delete it, so a
+        // package assembled from a swapped input is never left where a consumer finds it
+        // (manifest.json, the commit point, is not written either way).
+        let checked = async {
+            let head = self.client.head_object().bucket(&tail.source_bucket).key(&tail.source_key);
+            let now =
+                counted("head", head.send().await.map_err(|e| classify(e, &tail.source_bucket, &tail.source_key)))?;
+            if now.e_tag() != Some(tail.etag.as_str()) {
+                return Err(source_changed(format!("its ETag is now {:?}, not {}", now.e_tag(), tail.etag)));
+            }
+            let size = self.client.head_object().bucket(bucket).key(key).send().await;
+            let size = counted("head", size.map_err(|e| classify(e, bucket, key)))?.content_length();
+            if size != i64::try_from(src_len).ok() {
+                return Err(StoreError::Rejected {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                    message: format!("the assembled object is {size:?} bytes, not {src_len}"),
+                });
+            }
+            Ok(())
         }
-        let size = self.client.head_object().bucket(bucket).key(key).send().await;
-        let size = counted("head", size.map_err(|e| classify(e, bucket, key)))?.content_length();
-        if size != i64::try_from(src_len).ok() {
-            return Err(StoreError::Rejected {
-                bucket: bucket.into(),
-                key: key.into(),
-                message: format!("the assembled object is {size:?} bytes, not {src_len}"),
-            });
+        .await;
+        if let Err(e) = checked {
+            let delete = self.client.delete_object().bucket(bucket).key(key).send().await;
+            if let Err(d) = counted("delete", delete.map(|_| ()).map_err(|e| classify(e, bucket, key))) {
+                tracing::warn!(error = %d, "could not delete an assembled object that failed its check");
+            }
+            return Err(e);
         }
         Ok(Reused { uploaded: first, copied: end - from })
     }

@@ -56,6 +56,9 @@ pub fn store(stage: Stage, e: StoreError, artifact: Option<String>) -> Failure {
     let msg = e.to_string();
     match (e, stage) {
         (StoreError::Transient { .. } | StoreError::Local { .. }, _) => Failure::Transient(msg),
+        // The job again from the fetch: the input is hashed anew, and a sha256 the job gave
+        // decides whether the new input may be signed at all.
+        (StoreError::SourceChanged { .. }, _) => Failure::Transient(msg),
         (StoreError::NotFound { bucket, key }, Stage::Fetch) => {
             permanent(ErrorCode::ArtifactMissing, msg, Some(artifact.unwrap_or(format!("s3://{bucket}/{key}"))))
         }
