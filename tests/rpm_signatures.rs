@@ -148,6 +148,17 @@ fn rpmsign_with_gpg(env: &Env, rpm: &Path) -> PathBuf {
     cert
 }
 
+/// The fixture `hello-1.0-1.noarch.rpm`, copied and signed by `rpmsign` with a gpg key (see
+/// [`rpmsign_with_gpg`]): the package and that key's certificate.
+fn distribution_signed(env: &Env) -> (PathBuf, PathBuf) {
+    let pre = env.path("pre");
+    fs::create_dir_all(&pre).unwrap();
+    let rpm = pre.join("hello-1.0-1.noarch.rpm");
+    fs::copy(env.fixtures().join("rpm/hello-1.0-1.noarch.rpm"), &rpm).unwrap();
+    let theirs = rpmsign_with_gpg(env, &rpm);
+    (rpm, theirs)
+}
+
 fn manifest(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap()
 }
@@ -156,12 +167,7 @@ fn manifest(out: &Path) -> serde_json::Value {
 fn another_signature_is_kept_beside_signets_for_rpm_4_and_rpm_6_readers() {
     let env = Env::new();
     let ours = env.generate("new", "ed25519");
-    let fx = env.fixtures();
-    let pre = env.path("pre");
-    fs::create_dir_all(&pre).unwrap();
-    let rpm = pre.join("hello-1.0-1.noarch.rpm");
-    fs::copy(fx.join("rpm/hello-1.0-1.noarch.rpm"), &rpm).unwrap();
-    let theirs = rpmsign_with_gpg(&env, &rpm);
+    let (rpm, theirs) = distribution_signed(&env);
     let (our_cert, their_cert) = (cert_of(&ours), cert_of(&theirs));
     let (our_fpr, their_fpr) = (our_cert.fingerprint().to_hex(), their_cert.fingerprint().to_hex());
 
@@ -221,12 +227,7 @@ fn another_signature_is_kept_beside_signets_for_rpm_4_and_rpm_6_readers() {
 fn rsa_after_rsa_takes_the_rsa_slot_and_records_the_one_it_replaced() {
     let env = Env::new();
     let ours = env.generate("new", "rsa4096");
-    let fx = env.fixtures();
-    let pre = env.path("pre");
-    fs::create_dir_all(&pre).unwrap();
-    let rpm = pre.join("hello-1.0-1.noarch.rpm");
-    fs::copy(fx.join("rpm/hello-1.0-1.noarch.rpm"), &rpm).unwrap();
-    let theirs = rpmsign_with_gpg(&env, &rpm);
+    let (rpm, theirs) = distribution_signed(&env);
     let out = env.path("out");
     ok(env.signet().args(["sign", "--key", "new", "--out"]).arg(&out).arg(&rpm));
     let signed = out.join("hello-1.0-1.noarch.rpm");

@@ -187,46 +187,6 @@ fn keys_imported_from_gpg_sign_rpm_deb_and_detached() {
 
 /// An RPM already signed by another key (rpmsign + GnuPG) ends up verifying with signet's
 /// key alone, and the manifest records the replaced signature.
-#[test]
-fn resigning_an_rpm_replaces_the_old_signature() {
-    let env = Env::new();
-    let cert = env.generate("new", "rsa4096");
-    let fx = env.fixtures();
-    let gnupg = env.path("gnupg");
-    fs::create_dir_all(&gnupg).unwrap();
-    fs::write(
-        env.path("params"),
-        "%no-protection\nKey-Type: RSA\nKey-Length: 3072\nName-Real: Old Key\nName-Email: old@example.org\n%commit\n",
-    )
-    .unwrap();
-    ok(Command::new("gpg").env("GNUPGHOME", &gnupg).args(["--batch", "--gen-key"]).arg(env.path("params")));
-    let old_fpr =
-        ok(Command::new("gpg").env("GNUPGHOME", &gnupg).args(["--with-colons", "--list-keys", "old@example.org"]));
-    let old_fpr = old_fpr.lines().find(|l| l.starts_with("fpr:")).unwrap().split(':').nth(9).unwrap().to_owned();
-    let pre = env.path("pre");
-    fs::create_dir_all(&pre).unwrap();
-    let rpm = pre.join("hello-1.0-1.noarch.rpm");
-    fs::copy(fx.join("rpm/hello-1.0-1.noarch.rpm"), &rpm).unwrap();
-    ok(Command::new("rpmsign")
-        .env("GNUPGHOME", &gnupg)
-        .args(["--define", "_gpg_name old@example.org", "--define", "__gpg /usr/bin/gpg", "--addsign"])
-        .arg(&rpm));
-    // The old signature really is there: signet verify with the new key refuses it.
-    fails(env.signet().arg("verify").arg("--cert").arg(&cert).arg(&rpm));
-
-    let out = env.path("out");
-    ok(env.signet().args(["sign", "--key", "new", "--out"]).arg(&out).arg(&rpm));
-    accepts("verify_rpm", &[&cert, &out.join("hello-1.0-1.noarch.rpm")]);
-    let m: serde_json::Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
-    let replaced: Vec<String> = m["artifacts"][0]["replaced_signatures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(replaced, vec![old_fpr]);
-}
-
 fn digest(path: &Path) -> (String, u64) {
     use sha2::{Digest, Sha256};
     let b = fs::read(path).unwrap();

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let (mut key, t) = (signing_key(), signing_time());
     let checker = signet::check::Checker::new(vec![key.public()]);
     let mut out = Vec::new();
-    if signet::sign::rpm::sign(&mut &data[..], &mut out, &mut key, &checker, t).is_ok() {
+    if signet::sign::rpm::sign(&mut &data[..], &mut out, &mut key, &checker, false, t).is_ok() {
         // What signet signed (and self-checked from memory), it must verify as written.
         signet::sign::rpm::verify(&mut &out[..], &checker, true).expect("signed RPM does not verify");
     }
