@@ -624,7 +624,7 @@ fn sign_one(
         }
         Format::Deb => {
             let mut w = stage.create(&a.name)?;
-            let signed = deb::sign(input.as_mut().expect("opened"), &mut w, key, checker, time)
+            let signed = deb::sign(opened(&mut input)?, &mut w, key, checker, time)
                 .map_err(self_check_or(&a.name, with_name))?;
             let digest = Stage::close(w)?;
             record.replaced_signatures = signed.replaced;
@@ -634,14 +634,14 @@ fn sign_one(
             let asc_name = format!("{}.asc", a.name);
             let mut copy = stage.create(&a.name)?;
             let mut asc = stage.create(&asc_name)?;
-            detached::sign(input.as_mut().expect("opened"), &mut copy, &mut asc, key, checker, time)
+            detached::sign(opened(&mut input)?, &mut copy, &mut asc, key, checker, time)
                 .map_err(self_check_or(&a.name, with_name))?;
             let (d1, d2) = (Stage::close(copy)?, Stage::close(asc)?);
             add(&a.name, d1, &mut record);
             add(&asc_name, d2, &mut record);
         }
         Format::AptRelease => {
-            let text = release::read(input.as_mut().expect("opened")).map_err(with_name)?;
+            let text = release::read(opened(&mut input)?).map_err(with_name)?;
             let gpg_name = format!("{}.gpg", a.name);
             let mut copy = stage.create(&a.name)?;
             copy.write_all(&text)?;
@@ -673,6 +673,12 @@ fn sign_one(
         (None, None, None) => unreachable!("an RPM's digest comes from rpm::sign"),
     };
     Ok(Signed { record, outputs })
+}
+
+/// The input a non-RPM arm of [`sign_one`] reads (opened for every format but RPM, which
+/// reads its own): an error, not a panic, if that ever stops holding.
+fn opened<T>(input: &mut Option<T>) -> Result<&mut T, SignError> {
+    input.as_mut().ok_or_else(|| SignError::Io(io::Error::other("the input was not opened")))
 }
 
 /// Signs the RPM at `a.path` where it is ([`rpm::sign_in_place`]). When the new signature
