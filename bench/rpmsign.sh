@@ -113,6 +113,7 @@ export GNUPGHOME=$T/gnupg
 cleanup() {
     # Stop only the agent of OUR private GNUPGHOME, then drop everything.
     if [[ -d $GNUPGHOME ]]; then gpgconf --kill all >/dev/null 2>&1 || true; fi
+    if [[ ${FXBUILD:-} == /dev/shm/signet-bench-fx.* ]]; then rm -rf -- "$FXBUILD"; fi
     rm -rf -- "$T"
 }
 trap cleanup EXIT
@@ -131,16 +132,29 @@ export SIGNET_VAULT=dir:$T/vault SIGNET_VAULT_PASSPHRASE_FILE=$T/pass
 # ------------------------------------------------------------- fixtures ----
 
 log "fixtures: $COUNT x 1 KiB RPMs and one ${BIG_MIB} MiB RPM"
-"$ROOT/tests/support/fixtures.sh" rpms "$T/fx/small" "$COUNT" 1024 >"$T/small.list"
-"$ROOT/tests/support/fixtures.sh" rpm "$T/fx/big" big $((BIG_MIB * 1024 * 1024)) >"$T/big.list"
-"$ROOT/tests/support/fixtures.sh" rpms "$T/fx/small2" "$COUNT2" 1024 >"$T/small2.list"
+# Nothing is deleted on the benchmark's file system before the last timed run: ext4 skips
+# inodes freed in the last minutes when it allocates new ones (ialloc.c, recently_deleted),
+# and after a few thousand deletions every file a run creates cost several times the CPU
+# (seen here: 2,000 signed copies took 1.9 s of system time after 2,000 files were deleted,
+# 0.24 s without). So rpmbuild's scratch files go to a tmpfs when there is one, the
+# fixtures are copied from there, and every run writes into directories of its own.
+FXBUILD=$T/fxbuild
+if [[ -d /dev/shm && -w /dev/shm ]]; then FXBUILD=$(mktemp -d /dev/shm/signet-bench-fx.XXXXXX); fi
+"$ROOT/tests/support/fixtures.sh" rpms "$FXBUILD/small" "$COUNT" 1024 >"$T/small.list"
+"$ROOT/tests/support/fixtures.sh" rpm "$FXBUILD/big" big $((BIG_MIB * 1024 * 1024)) >"$T/big.list"
+"$ROOT/tests/support/fixtures.sh" rpms "$FXBUILD/small2" "$COUNT2" 1024 >"$T/small2.list"
+if [[ $FXBUILD != "$T/fxbuild" ]]; then
+    cp -r -- "$FXBUILD" "$T/fxbuild"
+    rm -rf -- "$FXBUILD"
+    sed -i "s|^$FXBUILD/|$T/fxbuild/|" "$T/small.list" "$T/big.list" "$T/small2.list"
+fi
 mapfile -t SMALL <"$T/small.list"
 mapfile -t SMALL2 <"$T/small2.list"
 BIG=$(cat "$T/big.list")
 ((${#SMALL[@]} == COUNT)) || die "fixtures.sh made ${#SMALL[@]} RPMs, expected $COUNT"
 [[ -f $BIG ]] || die "fixtures.sh made no big RPM"
 # One extra package, only for warming gpg-agent up (never timed).
-"$ROOT/tests/support/fixtures.sh" rpm "$T/fx/warm" warmup 1024 >"$T/warm.list"
+"$ROOT/tests/support/fixtures.sh" rpm "$T/fxwarm" warmup 1024 >"$T/warm.list"
 
 # ------------------------------------------------------------------ key ----
 
@@ -231,25 +245,28 @@ esac
 # that needs root-wide side effects); rpmsign's copies are made untimed.
 for ((r = 1; r <= RUNS; r++)); do
     log "run $r/$RUNS"
-    # rpmsign signs in place and skips already-signed packages: fresh copies every run.
-    rm -rf -- "$T/rpmsign" "$T/signet" "$T/inplace" "$T/ip1" "$T/ip2"
-    mkdir -p -- "$T/rpmsign/small" "$T/rpmsign/big" "$T/inplace" "$T/ip1" "$T/ip2"
-    cp -- "${SMALL[@]}" "$T/ip1/"
-    cp -- "${SMALL2[@]}" "$T/ip2/"
-    cp -- "${SMALL[@]}" "$T/rpmsign/small/"
-    cp -- "$BIG" "$T/rpmsign/big/"
-    cp -- "$BIG" "$T/inplace/"
-    measure rpmsign-batch "${RPMSIGN[@]}" "$T"/rpmsign/small/*.rpm
-    measure signet-batch "$SIGNET" sign --key bench --out "$T/signet/small" "${SMALL[@]}"
-    measure signet-batch2 "$SIGNET" sign --key bench --out "$T/signet/small2" "${SMALL2[@]}"
-    measure signet-ip1 "$SIGNET" sign --in-place --key bench --out "$T/signet/ip1" "$T"/ip1/*.rpm
-    measure signet-ip2 "$SIGNET" sign --in-place --key bench --out "$T/signet/ip2" "$T"/ip2/*.rpm
-    measure rpmsign-big "${RPMSIGN[@]}" "$T/rpmsign/big/$(basename -- "$BIG")"
-    measure signet-big "$SIGNET" sign --key bench --out "$T/signet/big" "$BIG"
-    measure signet-inplace "$SIGNET" sign --in-place --key bench --out "$T/signet/inplace" \
-        "$T/inplace/$(basename -- "$BIG")"
+    # rpmsign signs in place and skips already-signed packages: fresh copies every run, in
+    # directories of this run's own (nothing is deleted before the last run: see above).
+    R=$T/run$r
+    mkdir -p -- "$R/rpmsign/small" "$R/rpmsign/big" "$R/inplace" "$R/ip1" "$R/ip2"
+    cp -- "${SMALL[@]}" "$R/ip1/"
+    cp -- "${SMALL2[@]}" "$R/ip2/"
+    cp -- "${SMALL[@]}" "$R/rpmsign/small/"
+    cp -- "$BIG" "$R/rpmsign/big/"
+    cp -- "$BIG" "$R/inplace/"
+    measure rpmsign-batch "${RPMSIGN[@]}" "$R"/rpmsign/small/*.rpm
+    measure signet-batch "$SIGNET" sign --key bench --out "$R/signet/small" "${SMALL[@]}"
+    measure signet-batch2 "$SIGNET" sign --key bench --out "$R/signet/small2" "${SMALL2[@]}"
+    measure signet-ip1 "$SIGNET" sign --in-place --key bench --out "$R/signet/ip1" "$R"/ip1/*.rpm
+    measure signet-ip2 "$SIGNET" sign --in-place --key bench --out "$R/signet/ip2" "$R"/ip2/*.rpm
+    measure rpmsign-big "${RPMSIGN[@]}" "$R/rpmsign/big/$(basename -- "$BIG")"
+    measure signet-big "$SIGNET" sign --key bench --out "$R/signet/big" "$BIG"
+    measure signet-inplace "$SIGNET" sign --in-place --key bench --out "$R/signet/inplace" \
+        "$R/inplace/$(basename -- "$BIG")"
     measure dgst openssl dgst -sha256 "$BIG"
 done
+# The last run's files are the ones checked below.
+R=$T/run$RUNS
 AGENT_HWM=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$AGENT_PID/status" 2>/dev/null || echo "?")
 
 # median TAG: median wall seconds over the runs.
@@ -285,15 +302,15 @@ check() {
     # What the signatures are made of, for the report (e.g. RSA/SHA256).
     grep -Eom1 'Header V4 [A-Za-z0-9]+/[A-Z0-9]+' <<<"$out" | cut -d' ' -f3
 }
-SIG_RPMSIGN=$(check "rpmsign small" "$T"/rpmsign/small/*.rpm)
-check "rpmsign big" "$T/rpmsign/big/$(basename -- "$BIG")" >/dev/null
-mapfile -t SIGNET_SMALL < <(for f in "${SMALL[@]}"; do echo "$T/signet/small/$(basename -- "$f")"; done)
+SIG_RPMSIGN=$(check "rpmsign small" "$R"/rpmsign/small/*.rpm)
+check "rpmsign big" "$R/rpmsign/big/$(basename -- "$BIG")" >/dev/null
+mapfile -t SIGNET_SMALL < <(for f in "${SMALL[@]}"; do echo "$R/signet/small/$(basename -- "$f")"; done)
 SIG_SIGNET=$(check "signet small" "${SIGNET_SMALL[@]}")
-check "signet big" "$T/signet/big/$(basename -- "$BIG")" >/dev/null
-check "signet --in-place big" "$T/inplace/$(basename -- "$BIG")" >/dev/null
-mapfile -t SIGNET_SMALL2 < <(for f in "${SMALL2[@]}"; do echo "$T/signet/small2/$(basename -- "$f")"; done)
+check "signet big" "$R/signet/big/$(basename -- "$BIG")" >/dev/null
+check "signet --in-place big" "$R/inplace/$(basename -- "$BIG")" >/dev/null
+mapfile -t SIGNET_SMALL2 < <(for f in "${SMALL2[@]}"; do echo "$R/signet/small2/$(basename -- "$f")"; done)
 check "signet small2" "${SIGNET_SMALL2[@]}" >/dev/null
-check "signet --in-place small2" "$T"/ip2/*.rpm >/dev/null
+check "signet --in-place small2" "$R"/ip2/*.rpm >/dev/null
 
 # --------------------------------------------------------------- report ----
 

@@ -436,16 +436,14 @@ pub fn sign_batch(
     let checker = Checker::new(vec![key.public()]);
     let time = ctx.time;
 
+    let threads = ctx.parallel.clamp(1, artifacts.len().max(1));
     // Output names must be unique across the batch, and not clash with the batch files.
-    let mut names: Vec<(String, usize)> = Vec::new();
-    let mut formats = Vec::with_capacity(artifacts.len());
-    for (i, a) in artifacts.iter().enumerate() {
+    for a in artifacts {
         check_output_name(&a.name)?;
-        let format = match a.format {
-            Format::Auto => detect_file(&a.path)?,
-            f => f,
-        };
-        formats.push(format);
+    }
+    let formats = detect_all(artifacts, threads)?;
+    let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, (a, format)) in artifacts.iter().zip(&formats).enumerate() {
         let mut produced = vec![a.name.clone()];
         match format {
             Format::Detached => produced.push(format!("{}.asc", a.name)),
@@ -454,20 +452,19 @@ pub fn sign_batch(
         }
         for n in produced {
             check_output_name(&n)?;
-            if let Some((_, j)) = names.iter().find(|(m, _)| *m == n) {
+            if let Some(j) = names.get(&n) {
                 return Err(SignError::Conflict(format!(
                     "{} and {} both produce {n:?}",
                     artifacts[*j].source, a.source
                 )));
             }
-            names.push((n, i));
+            names.insert(n, i);
         }
     }
 
     // The artifacts are independent: sign them on up to `ctx.parallel` threads, each with
     // its own handle on the key, and keep the batch order in what comes back. The first
     // failure (in batch order) stops the batch; the staging directory is discarded.
-    let threads = ctx.parallel.clamp(1, artifacts.len().max(1));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let slots: Vec<Mutex<Option<Result<Signed, SignError>>>> = artifacts.iter().map(|_| Mutex::new(None)).collect();
@@ -548,6 +545,36 @@ pub fn sign_batch(
         sha256sums_asc: digest(SHA256SUMS_ASC, sums_asc),
         manifest_asc: digest(MANIFEST_ASC, manifest_asc),
     })
+}
+
+/// The format of each artifact, in batch order: `Format::Auto` ones detected from their
+/// first bytes, on up to `threads` threads (one open and read per file, which a big batch
+/// would otherwise wait for before its first signature).
+fn detect_all(artifacts: &[Artifact], threads: usize) -> Result<Vec<Format>, SignError> {
+    let detect = |a: &Artifact| match a.format {
+        Format::Auto => detect_file(&a.path),
+        f => Ok(f),
+    };
+    let auto = artifacts.iter().filter(|a| a.format == Format::Auto).count();
+    if threads <= 1 || auto < 64 {
+        return Ok(artifacts.iter().map(detect).collect::<io::Result<_>>()?);
+    }
+    let per_thread = artifacts.len().div_ceil(threads);
+    let parts: Vec<io::Result<Vec<Format>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = artifacts
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(detect).collect::<io::Result<Vec<Format>>>()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a format detection thread panicked"))))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(artifacts.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
 }
 
 /// One artifact's signed outputs and its manifest record.

@@ -21,7 +21,7 @@ use std::io::{self, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::SystemTime;
 
-use rpm::{Header, HeaderEntry, IndexData, IndexSignatureTag, PackageMetadata};
+use rpm::{Header, HeaderEntry, IndexData, IndexSignatureTag, IndexTag, PackageMetadata};
 use sha2::{Digest, Sha256};
 
 use super::SignError;
@@ -115,37 +115,66 @@ fn read_header(
     })
 }
 
+/// The lead and the signature header with its padding, read from `input`; the length of
+/// the latter.
+fn read_lead_and_signature(input: &mut dyn Read) -> Result<(Vec<u8>, Vec<u8>, usize), SignError> {
+    let mut lead = vec![0u8; LEAD_SIZE];
+    read_exact_or(input, &mut lead, "lead")?;
+    if lead[..4] != LEAD_MAGIC {
+        return Err(invalid("not an RPM: bad lead magic"));
+    }
+    let mut sig = read_header(input, "signature header", rpmhdr::MAX_SIGNATURE_HEADER, rpmhdr::SIGNATURE_TYPES)?;
+    let pad = (8 - sig.len() % 8) % 8;
+    let unpadded = sig.len();
+    sig.resize(unpadded + pad, 0);
+    read_exact_or(input, &mut sig[unpadded..], "signature header")?;
+    let sig_len = sig.len();
+    Ok((lead, sig, sig_len))
+}
+
+/// `parts`, concatenated, parsed by the rpm crate. It indexes its store with offsets from
+/// the file; a hostile file must not be able to take the worker down, so a panic in the
+/// parser is an invalid input.
+fn parse_metadata(parts: &[&[u8]]) -> Result<PackageMetadata, SignError> {
+    let all = parts.concat();
+    match catch_unwind(AssertUnwindSafe(|| PackageMetadata::parse(&mut io::Cursor::new(&all)))) {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => Err(invalid(format!("corrupt RPM header: {e}"))),
+        Err(_) => Err(invalid("corrupt RPM header: parser rejected it")),
+    }
+}
+
+/// A main header without entries, and its bytes: what stands in for the real one where
+/// only the signature header is parsed or written (`lead` is any package's; the rpm crate
+/// serializes a header only as part of a package's metadata).
+fn empty_main_header(lead: &rpm::Lead) -> Result<(Header<IndexTag>, Vec<u8>), SignError> {
+    let header = || Header::<IndexTag>::from_entries(Vec::new(), IndexTag::RPMTAG_HEADERIMMUTABLE);
+    let meta = PackageMetadata { lead: lead.clone(), signature: Header::new_empty(), header: header() };
+    let bytes = meta.header_bytes().map_err(|e| invalid(format!("cannot write an empty RPM header: {e}")))?;
+    Ok((header(), bytes))
+}
+
 impl RawRpm {
     /// Reads lead, signature header and main header, leaving `input` at the payload.
     pub fn read(input: &mut dyn Read) -> Result<Self, SignError> {
-        let mut lead = vec![0u8; LEAD_SIZE];
-        read_exact_or(input, &mut lead, "lead")?;
-        if lead[..4] != LEAD_MAGIC {
-            return Err(invalid("not an RPM: bad lead magic"));
-        }
-        let sig = read_header(input, "signature header", rpmhdr::MAX_SIGNATURE_HEADER, rpmhdr::SIGNATURE_TYPES)?;
-        let pad = (8 - sig.len() % 8) % 8;
-        let mut padding = vec![0u8; pad];
-        read_exact_or(input, &mut padding, "signature header")?;
+        let (lead, sig, sig_len) = read_lead_and_signature(input)?;
         let header = read_header(input, "header", rpmhdr::MAX_HEADER, rpmhdr::HEADER_TYPES)?;
-
-        let mut all = Vec::with_capacity(lead.len() + sig.len() + pad + header.len());
-        all.extend_from_slice(&lead);
-        all.extend_from_slice(&sig);
-        all.extend_from_slice(&padding);
-        all.extend_from_slice(&header);
-        // The rpm crate indexes its store with offsets from the file; a hostile file must
-        // not be able to take the worker down, so a panic in the parser is an invalid input.
-        let parsed = catch_unwind(AssertUnwindSafe(|| PackageMetadata::parse(&mut io::Cursor::new(&all))));
-        let meta = match parsed {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return Err(invalid(format!("corrupt RPM header: {e}"))),
-            Err(_) => return Err(invalid("corrupt RPM header: parser rejected it")),
-        };
-        let sig_len = sig.len() + pad;
-        let mut sig = sig;
-        sig.extend_from_slice(&padding);
+        let meta = parse_metadata(&[&lead, &sig, &header])?;
         Ok(RawRpm { lead, sig, sig_len, header, meta })
+    }
+
+    /// A new lead and signature header (`head`, as [`rebuild`] made it) over this package's
+    /// main header, parsed from memory. Only the signature header is parsed: the main header
+    /// is this one's, as read and already parsed, so the view's `meta` has an empty one and
+    /// answers only for the signature header.
+    fn with_head(&self, head: &[u8]) -> Result<RawRpm, SignError> {
+        let mut input = head;
+        let (lead, sig, sig_len) = read_lead_and_signature(&mut input)?;
+        if !input.is_empty() {
+            return Err(invalid("the new signature header is followed by stray bytes"));
+        }
+        let meta = parse_metadata(&[&lead, &sig, &empty_main_header(&self.meta.lead)?.1])?;
+        Ok(RawRpm { lead, sig, sig_len, header: self.header.clone(), meta })
     }
 
     /// `name-version-release.arch`, for messages and the manifest.
@@ -404,7 +433,7 @@ fn prepare(
     let head = rebuild(&raw, &remove, extra)?;
 
     // The self-check, from memory: signet's signature is good wherever it was put.
-    let checked = verify_head(&head, &raw.header, checker)?;
+    let checked = verify_head(&head, &raw, checker)?;
     let good_in = |tag: u32| {
         checked.iter().any(|r| r.status == SigStatus::Ok && r.packet == sig_bytes && r.places.contains(&tag))
     };
@@ -521,12 +550,6 @@ fn rebuild(raw: &RawRpm, remove: &[u32], mut extra: Vec<(u32, IndexData)>) -> Re
     Ok(out)
 }
 
-impl RawRpm {
-    fn header_len_reserialized(&self) -> Result<usize, SignError> {
-        self.meta.header_bytes().map(|b| b.len()).map_err(|e| invalid(format!("cannot re-serialize RPM header: {e}")))
-    }
-}
-
 fn serialize(
     raw: &RawRpm,
     base: &[(u32, IndexData)],
@@ -541,11 +564,17 @@ fn serialize(
         })
         .chain(extra.iter().map(|(t, d)| HeaderEntry::new(*t, d.clone())));
     let signature = Header::<IndexSignatureTag>::from_entries(entries, IndexSignatureTag::HEADER_SIGNATURES);
-    let meta = PackageMetadata { lead: raw.meta.lead.clone(), signature, header: raw.meta.header.clone() };
-    let mut buf = Vec::new();
+    // The rpm crate writes a signature header only as part of a whole package's metadata:
+    // give it an empty main header (the real one is written as read, never re-serialized)
+    // and cut that off again.
+    let (empty, empty_bytes) = empty_main_header(&raw.meta.lead)?;
+    let meta = PackageMetadata { lead: raw.meta.lead.clone(), signature, header: empty };
+    let mut buf = Vec::with_capacity(LEAD_SIZE + raw.sig_len + 64 + empty_bytes.len());
     meta.write(&mut buf).map_err(|e| invalid(format!("cannot write RPM signature header: {e}")))?;
-    let header_len = raw.header_len_reserialized()?;
-    buf.truncate(buf.len() - header_len);
+    if !buf.ends_with(&empty_bytes) {
+        return Err(invalid("cannot write RPM signature header: the empty main header did not come out as expected"));
+    }
+    buf.truncate(buf.len() - empty_bytes.len());
     // Keep the lead byte-exact.
     buf[..LEAD_SIZE].copy_from_slice(&raw.lead);
     Ok(buf)
@@ -712,11 +741,12 @@ fn good_in<'a>(reports: &'a [SigReport], tags: &[u32]) -> Option<&'a SigReport> 
     reports.iter().find(|r| r.status == SigStatus::Ok && r.places.iter().any(|t| tags.contains(t)))
 }
 
-/// The signatures of a new lead and signature header over `header`, parsed from memory.
-fn verify_head(head: &[u8], header: &[u8], checker: &Checker) -> Result<Vec<SigReport>, SignError> {
-    let raw = RawRpm::read(&mut head.chain(header))?;
-    raw.check_header_digest()?;
-    raw.reports(checker)
+/// The signatures of a new lead and signature header over `raw`'s main header, parsed from
+/// memory.
+fn verify_head(head: &[u8], raw: &RawRpm, checker: &Checker) -> Result<Vec<SigReport>, SignError> {
+    let view = raw.with_head(head)?;
+    view.check_header_digest()?;
+    view.reports(checker)
 }
 
 /// The issuers (fingerprints, or key ids) of the OpenPGP header signatures of an RPM,
