@@ -635,7 +635,8 @@ fn sign_one(
             } else {
                 let mut plain = BufReader::with_capacity(IO_BUF, File::open(&a.path)?);
                 let mut w = stage.create_plain(&a.name)?;
-                rpm::sign(&mut plain, &mut w, key, checker, replace, time)
+                let options = rpm::Options { replace, hash_input: a.digest.is_none() };
+                rpm::sign_with(&mut plain, &mut w, key, checker, options, time)
                     .and_then(|s| w.into_inner().map_err(|e| e.into_error().into()).map(|_| s))
             }
             .map_err(self_check_or(&a.name, with_name))?;
@@ -647,7 +648,7 @@ fn sign_one(
             if let Some(o) = outputs.last_mut() {
                 o.same_tail = Some(SameTail { input_from: signed.head_before, output_from: signed.head_after });
             }
-            input_digest = Some(signed.input);
+            input_digest = signed.input;
         }
         Format::Deb => {
             let mut w = stage.create(&a.name)?;
@@ -697,7 +698,9 @@ fn sign_one(
         (Some(d), _, _) => d.clone(),
         (None, Some(d), _) => d,
         (None, None, Some(input)) => input.finish()?,
-        (None, None, None) => unreachable!("an RPM's digest comes from rpm::sign"),
+        (None, None, None) => {
+            return Err(SignError::Io(io::Error::other("rpm::sign did not hash an input it was asked to")));
+        }
     };
     Ok(Signed { record, outputs })
 }

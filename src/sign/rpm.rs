@@ -280,23 +280,33 @@ impl RawRpm {
 /// header as read) and as it will be (`after`). The three hashes run on threads of their own
 /// when the payload is bigger than a chunk, so a big package costs about one SHA-256 pass.
 /// Returns the SHA-256 (hex) and size of the file before and after.
+/// Without `hash_input` (the caller has the input's digest already), `before` is not
+/// computed: two hashes instead of three.
 fn stream_payload(
     raw: &RawRpm,
     input: &mut dyn Read,
     out: Option<&mut dyn Write>,
     after: &[u8],
-) -> Result<(Digest2, Digest2), SignError> {
-    let mut before_hash = Sha256::new();
-    raw.head().iter().for_each(|b| before_hash.update(b));
+    hash_input: bool,
+) -> Result<(Option<Digest2>, Digest2), SignError> {
     let mut after_hash = Sha256::new();
     after_hash.update(after);
     after_hash.update(&raw.header);
     let head_before = raw.head().iter().map(|b| b.len() as u64).sum::<u64>();
     let head_after = (after.len() + raw.header.len()) as u64;
-    let ([payload, before_hash, after_hash], n) =
-        super::fan_out(input, out, [Sha256::new(), before_hash, after_hash]).map_err(SignError::Io)?;
+    let (payload, before, after_hash, n) = if hash_input {
+        let mut before_hash = Sha256::new();
+        raw.head().iter().for_each(|b| before_hash.update(b));
+        let ([payload, before_hash, after_hash], n) =
+            super::fan_out(input, out, [Sha256::new(), before_hash, after_hash]).map_err(SignError::Io)?;
+        (payload, Some(before_hash), after_hash, n)
+    } else {
+        let ([payload, after_hash], n) = super::fan_out(input, out, [Sha256::new(), after_hash]).map_err(SignError::Io)?;
+        (payload, None, after_hash, n)
+    };
     raw.check_payload(&hex::encode(payload.finalize()), n)?;
-    Ok(((hex::encode(before_hash.finalize()), head_before + n), (hex::encode(after_hash.finalize()), head_after + n)))
+    let before = before.map(|h| (hex::encode(h.finalize()), head_before + n));
+    Ok((before, (hex::encode(after_hash.finalize()), head_after + n)))
 }
 
 /// A file's SHA-256 (hex) and size.
@@ -314,8 +324,9 @@ pub struct RpmSigned {
     pub kept: Vec<String>,
     /// The package already carried a good signature by the signing key and was left as it was.
     pub unchanged: bool,
-    /// SHA-256 (hex) and size of the package as read and as written.
-    pub input: Digest2,
+    /// SHA-256 (hex) and size of the package as read (unless the caller had it:
+    /// [`Options::hash_input`]) and as written.
+    pub input: Option<Digest2>,
     pub output: Digest2,
     /// Whether the package was rewritten where it was ([`sign_in_place`]).
     pub in_place: bool,
@@ -454,6 +465,16 @@ fn prepare(
     Ok(Prepared { raw, head, replaced: issuers_of(replaced), kept: issuers_of(kept.into_iter()), unchanged: false })
 }
 
+/// How an RPM is signed.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Drop every other signature (`--replace`, the job's `replace_signatures`).
+    pub replace: bool,
+    /// Hash the package as read ([`RpmSigned::input`]); off when the caller hashed it
+    /// already (the worker, while fetching it), which saves one SHA-256 pass.
+    pub hash_input: bool,
+}
+
 /// Adds a header signature to the RPM read from `input`, writing the signed package to `out`
 /// (see [`prepare`]); `replace` drops every other signature. The payload's digest is checked
 /// as it streams through.
@@ -465,10 +486,22 @@ pub fn sign(
     replace: bool,
     time: SystemTime,
 ) -> Result<RpmSigned, SignError> {
-    let p = prepare(input, key, checker, replace, time)?;
+    sign_with(input, out, key, checker, Options { replace, hash_input: true }, time)
+}
+
+/// [`sign`], with every option.
+pub fn sign_with(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    key: &mut SigningKey,
+    checker: &Checker,
+    options: Options,
+    time: SystemTime,
+) -> Result<RpmSigned, SignError> {
+    let p = prepare(input, key, checker, options.replace, time)?;
     out.write_all(&p.head)?;
     out.write_all(&p.raw.header)?;
-    let (input, output) = stream_payload(&p.raw, input, Some(out), &p.head)?;
+    let (input, output) = stream_payload(&p.raw, input, Some(out), &p.head, options.hash_input)?;
     let (head_before, head_after) = ((LEAD_SIZE + p.raw.sig_len) as u64, p.head.len() as u64);
     Ok(RpmSigned {
         nevra: p.raw.nevra(),
@@ -504,7 +537,7 @@ pub fn sign_in_place(
     if p.head.len() != LEAD_SIZE + p.raw.sig_len {
         return Ok(None);
     }
-    let (input_digest, output) = stream_payload(&p.raw, &mut input, None, &p.head)?;
+    let (input_digest, output) = stream_payload(&p.raw, &mut input, None, &p.head, true)?;
     if !p.unchanged {
         file.write_all_at(&p.head, 0)?;
     }
