@@ -142,7 +142,11 @@ impl Checker {
     /// [`Checker::packet`] through sequoia alone: what the ed25519-dalek path is tested
     /// against.
     #[cfg(test)]
-    fn packet_with_sequoia(&self, sig: &Signature, hash: &openpgp::crypto::hash::Context) -> Result<String, CheckError> {
+    fn packet_with_sequoia(
+        &self,
+        sig: &Signature,
+        hash: &openpgp::crypto::hash::Context,
+    ) -> Result<String, CheckError> {
         let plain = Checker { certs: self.certs.clone(), policy: StandardPolicy::new(), ed25519: Vec::new() };
         plain.packet(sig, hash)
     }
@@ -295,8 +299,12 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn ed25519_cert() -> Cert {
-        crate::key::generate(crate::key::Algo::Ed25519, "check <c@example.org>", SystemTime::now() - Duration::from_secs(60))
-            .unwrap()
+        crate::key::generate(
+            crate::key::Algo::Ed25519,
+            "check <c@example.org>",
+            SystemTime::now() - Duration::from_secs(60),
+        )
+        .unwrap()
     }
 
     fn sign(cert: &Cert, data: &[u8], time: SystemTime) -> Signature {

@@ -145,12 +145,19 @@ fn parse_metadata(parts: &[&[u8]]) -> Result<PackageMetadata, SignError> {
 }
 
 /// A main header without entries, and its bytes: what stands in for the real one where
-/// only the signature header is parsed or written (`lead` is any package's; the rpm crate
-/// serializes a header only as part of a package's metadata).
-fn empty_main_header(lead: &rpm::Lead) -> Result<(Header<IndexTag>, Vec<u8>), SignError> {
+/// only the signature header is parsed or written. The bytes do not depend on the package;
+/// they are serialized once (the rpm crate serializes a header only as part of a package's
+/// metadata, so `lead` is any package's).
+fn empty_main_header(lead: &rpm::Lead) -> Result<(Header<IndexTag>, &'static [u8]), SignError> {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let header = || Header::<IndexTag>::from_entries(Vec::new(), IndexTag::RPMTAG_HEADERIMMUTABLE);
-    let meta = PackageMetadata { lead: lead.clone(), signature: Header::new_empty(), header: header() };
-    let bytes = meta.header_bytes().map_err(|e| invalid(format!("cannot write an empty RPM header: {e}")))?;
+    if BYTES.get().is_none() {
+        let meta = PackageMetadata { lead: lead.clone(), signature: Header::new_empty(), header: header() };
+        let bytes = meta.header_bytes().map_err(|e| invalid(format!("cannot write an empty RPM header: {e}")))?;
+        // Another thread may have set the same bytes first; either is fine.
+        let _ = BYTES.set(bytes);
+    }
+    let bytes = BYTES.get().map(Vec::as_slice).unwrap_or_default();
     Ok((header(), bytes))
 }
 
@@ -163,18 +170,19 @@ impl RawRpm {
         Ok(RawRpm { lead, sig, sig_len, header, meta })
     }
 
-    /// A new lead and signature header (`head`, as [`rebuild`] made it) over this package's
-    /// main header, parsed from memory. Only the signature header is parsed: the main header
-    /// is this one's, as read and already parsed, so the view's `meta` has an empty one and
-    /// answers only for the signature header.
+    /// A new lead and signature header (`head`, as [`rebuild`] made it), parsed from memory.
+    /// Only the signature header is parsed: the main header is this package's, as read and
+    /// already parsed, so the view holds none (its `header` is empty, its `meta` has an empty
+    /// one) and answers only for the signature header: check it with
+    /// [`RawRpm::check_header_digest_of`] and [`RawRpm::reports_over`] and this header.
     fn with_head(&self, head: &[u8]) -> Result<RawRpm, SignError> {
         let mut input = head;
         let (lead, sig, sig_len) = read_lead_and_signature(&mut input)?;
         if !input.is_empty() {
             return Err(invalid("the new signature header is followed by stray bytes"));
         }
-        let meta = parse_metadata(&[&lead, &sig, &empty_main_header(&self.meta.lead)?.1])?;
-        Ok(RawRpm { lead, sig, sig_len, header: self.header.clone(), meta })
+        let meta = parse_metadata(&[&lead, &sig, empty_main_header(&self.meta.lead)?.1])?;
+        Ok(RawRpm { lead, sig, sig_len, header: Vec::new(), meta })
     }
 
     /// `name-version-release.arch`, for messages and the manifest.
@@ -188,8 +196,13 @@ impl RawRpm {
 
     /// The header digest must match, or the package was damaged before it reached us.
     fn check_header_digest(&self) -> Result<(), SignError> {
+        self.check_header_digest_of(&self.header)
+    }
+
+    /// [`RawRpm::check_header_digest`] against the main header `header`.
+    fn check_header_digest_of(&self, header: &[u8]) -> Result<(), SignError> {
         if let Ok(IndexData::StringTag(want)) = self.meta.signature.entry(SIGTAG_SHA256) {
-            let got = hex::encode(Sha256::digest(&self.header));
+            let got = hex::encode(Sha256::digest(header));
             if !want.eq_ignore_ascii_case(&got) {
                 return Err(invalid("corrupt RPM: header SHA-256 digest mismatch"));
             }
@@ -301,7 +314,8 @@ fn stream_payload(
             super::fan_out(input, out, [Sha256::new(), before_hash, after_hash]).map_err(SignError::Io)?;
         (payload, Some(before_hash), after_hash, n)
     } else {
-        let ([payload, after_hash], n) = super::fan_out(input, out, [Sha256::new(), after_hash]).map_err(SignError::Io)?;
+        let ([payload, after_hash], n) =
+            super::fan_out(input, out, [Sha256::new(), after_hash]).map_err(SignError::Io)?;
         (payload, None, after_hash, n)
     };
     raw.check_payload(&hex::encode(payload.finalize()), n)?;
@@ -604,7 +618,7 @@ fn serialize(
     let meta = PackageMetadata { lead: raw.meta.lead.clone(), signature, header: empty };
     let mut buf = Vec::with_capacity(LEAD_SIZE + raw.sig_len + 64 + empty_bytes.len());
     meta.write(&mut buf).map_err(|e| invalid(format!("cannot write RPM signature header: {e}")))?;
-    if !buf.ends_with(&empty_bytes) {
+    if !buf.ends_with(empty_bytes) {
         return Err(invalid("cannot write RPM signature header: the empty main header did not come out as expected"));
     }
     buf.truncate(buf.len() - empty_bytes.len());
@@ -727,6 +741,11 @@ fn check_one(bytes: &[u8], header: &[u8], checker: &Checker) -> SigReport {
 impl RawRpm {
     /// Every signature the package carries, each packet once with all the tags it is in.
     fn reports(&self, checker: &Checker) -> Result<Vec<SigReport>, SignError> {
+        self.reports_over(&self.header, checker)
+    }
+
+    /// [`RawRpm::reports`], the header signatures checked over the main header `header`.
+    fn reports_over(&self, header: &[u8], checker: &Checker) -> Result<Vec<SigReport>, SignError> {
         // Each distinct packet once, with every tag it is in; then judged as a header
         // signature if any of those is a header-signature tag, whatever their order.
         let mut packets: Vec<(Vec<u8>, Vec<u32>)> = Vec::new();
@@ -740,7 +759,7 @@ impl RawRpm {
             .into_iter()
             .map(|(packet, places)| {
                 let mut r = if places.iter().any(|t| HEADER_SIG_TAGS.contains(t)) {
-                    check_one(&packet, &self.header, checker)
+                    check_one(&packet, header, checker)
                 } else {
                     let mut r = check_one(&packet, &[], &Checker::new(Vec::new()));
                     if !matches!(r.status, SigStatus::Bad(_)) {
@@ -778,8 +797,8 @@ fn good_in<'a>(reports: &'a [SigReport], tags: &[u32]) -> Option<&'a SigReport> 
 /// memory.
 fn verify_head(head: &[u8], raw: &RawRpm, checker: &Checker) -> Result<Vec<SigReport>, SignError> {
     let view = raw.with_head(head)?;
-    view.check_header_digest()?;
-    view.reports(checker)
+    view.check_header_digest_of(&raw.header)?;
+    view.reports_over(&raw.header, checker)
 }
 
 /// The issuers (fingerprints, or key ids) of the OpenPGP header signatures of an RPM,
